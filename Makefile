@@ -1,0 +1,58 @@
+# xdsbridge — build, run and test.
+#
+#   make run    build and serve the default plugins.yaml
+#   make test   install what the tests need (Consul, BIND), then run every test
+#   make build  bin/xdsbridge
+#   make proto  regenerate proto/source/v1 (generated code is committed)
+
+GO       ?= go
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -X main.version=$(VERSION)
+BIN      := bin/xdsbridge
+TOOLS    := $(CURDIR)/bin/tools
+
+PROTOC_GEN_GO_VERSION      := v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION := v1.5.1
+
+.PHONY: all build run test test-deps test-short vet fmt proto clean
+
+all: build
+
+build:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/xdsbridge
+
+run: build
+	$(BIN) run --config plugins.yaml
+
+# test-deps installs the real peers the tests run against: a Consul agent
+# (built once from the Go module proxy and cached outside the repository)
+# and BIND's named from Debian's packages.
+test-deps:
+	@command -v named >/dev/null 2>&1 || { \
+		echo "installing bind9 (named) for the DNS tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bind9 >/dev/null; }
+	@bash test/tools/consul.sh >/dev/null
+
+test: test-deps build
+	XDSBRIDGE_CONSUL=$$(bash test/tools/consul.sh) XDSBRIDGE_BIN=$(CURDIR)/$(BIN) \
+		$(GO) test -race -timeout 20m -count=1 ./...
+
+# test-short runs the tests that need no external peers.
+test-short:
+	$(GO) test -short -count=1 ./...
+
+vet:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
+
+proto:
+	@command -v protoc >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq protobuf-compiler >/dev/null; }
+	GOBIN=$(TOOLS) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	GOBIN=$(TOOLS) $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+	PATH=$(TOOLS):$$PATH protoc -I proto \
+		--go_out=. --go_opt=module=github.com/xdsbridge/xdsbridge \
+		--go-grpc_out=. --go-grpc_opt=module=github.com/xdsbridge/xdsbridge \
+		proto/source/v1/source.proto
+
+clean:
+	rm -rf bin

@@ -1,0 +1,175 @@
+package sdk
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/go-plugin"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/xdsbridge/xdsbridge/internal/wire"
+	sourcev1 "github.com/xdsbridge/xdsbridge/proto/source/v1"
+)
+
+// Serve runs p as a plugin process and returns when the host is done with it.
+// Call it from main. A binary started by hand, not by xdsbridge, prints a
+// short explanation and exits with status 1.
+func Serve(p Plugin) {
+	logger := slog.New(NewPluginLogHandler(os.Stderr, slog.LevelDebug))
+	plugin.Serve(&plugin.ServeConfig{
+		HandshakeConfig: wire.Handshake,
+		Plugins: plugin.PluginSet{
+			wire.PluginName: &wire.GRPCPlugin{Impl: newServer(p, logger)},
+		},
+		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
+			opts = append(opts, grpc.MaxRecvMsgSize(wire.MaxMessageSize), grpc.MaxSendMsgSize(wire.MaxMessageSize))
+			return grpc.NewServer(opts...)
+		},
+		Logger: hclog.New(&hclog.LoggerOptions{Output: os.Stderr, JSONFormat: true, Level: hclog.Warn}),
+	})
+}
+
+// NewPluginLogHandler returns a slog handler writing the JSON lines the
+// plugin host reads from a plugin's stderr (hclog's format): the host logs
+// each line at its level, tagged with the plugin's name.
+func NewPluginLogHandler(w io.Writer, level slog.Leveler) slog.Handler {
+	return slog.NewJSONHandler(w, &slog.HandlerOptions{
+		Level: level,
+		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
+			if len(groups) > 0 {
+				return a
+			}
+			switch a.Key {
+			case slog.TimeKey:
+				return slog.Attr{} // the host stamps the line
+			case slog.LevelKey:
+				return slog.String("@level", strings.ToLower(a.Value.String()))
+			case slog.MessageKey:
+				return slog.String("@message", a.Value.String())
+			}
+			return a
+		},
+	})
+}
+
+// server is the plugin side of proto/source/v1.
+type server struct {
+	sourcev1.UnimplementedSourceServer
+	plugin Plugin
+	logger *slog.Logger
+
+	mu       sync.Mutex
+	source   Source
+	watching bool
+}
+
+func newServer(p Plugin, logger *slog.Logger) *server {
+	return &server{plugin: p, logger: logger}
+}
+
+func (s *server) Info(context.Context, *sourcev1.InfoRequest) (*sourcev1.InfoResponse, error) {
+	return &sourcev1.InfoResponse{
+		Name:        s.plugin.Name,
+		Version:     s.plugin.Version,
+		ApiVersions: []uint32{wire.APIVersion},
+	}, nil
+}
+
+func (s *server) Configure(ctx context.Context, req *sourcev1.ConfigureRequest) (*sourcev1.ConfigureResponse, error) {
+	if req.GetApiVersion() != wire.APIVersion {
+		return nil, status.Errorf(codes.FailedPrecondition, "api version %d not supported (want %d)", req.GetApiVersion(), wire.APIVersion)
+	}
+	src, err := s.plugin.Configure(ctx, ConfigureRequest{
+		Instance:     req.GetInstance(),
+		Config:       req.GetConfig(),
+		BaseDir:      req.GetBaseDir(),
+		ValidateOnly: req.GetValidateOnly(),
+		Logger:       s.logger.With("source", req.GetInstance()),
+	})
+	if err != nil {
+		return &sourcev1.ConfigureResponse{Errors: fieldErrorsToProto(err)}, nil
+	}
+	if src == nil {
+		return nil, status.Error(codes.Internal, "plugin Configure returned no source and no error")
+	}
+	s.mu.Lock()
+	s.source = src
+	s.mu.Unlock()
+	return &sourcev1.ConfigureResponse{}, nil
+}
+
+func fieldErrorsToProto(err error) []*sourcev1.FieldError {
+	var ces ConfigErrors
+	if !errors.As(err, &ces) {
+		var fe FieldError
+		if errors.As(err, &fe) {
+			ces = ConfigErrors{fe}
+		} else {
+			ces = ConfigErrors{{Message: err.Error()}}
+		}
+	}
+	out := make([]*sourcev1.FieldError, len(ces))
+	for i, e := range ces {
+		out[i] = &sourcev1.FieldError{Path: e.Path, Message: e.Message, File: e.File, Line: uint32(max(e.Line, 0))}
+	}
+	return out
+}
+
+func (s *server) Watch(_ *sourcev1.WatchRequest, stream grpc.ServerStreamingServer[sourcev1.Update]) error {
+	s.mu.Lock()
+	src := s.source
+	if src == nil {
+		s.mu.Unlock()
+		return status.Error(codes.FailedPrecondition, "watch before a successful configure")
+	}
+	if s.watching {
+		s.mu.Unlock()
+		return status.Error(codes.AlreadyExists, "a watch is already running")
+	}
+	s.watching = true
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.watching = false
+		s.mu.Unlock()
+	}()
+
+	ctx, cancel := context.WithCancel(stream.Context())
+	defer cancel()
+	up := make(chan Update)
+	runErr := make(chan error, 1)
+	go func() { runErr <- src.Run(ctx, up) }()
+
+	for {
+		select {
+		case err := <-runErr:
+			if err == nil || ctx.Err() != nil {
+				return nil
+			}
+			return status.Errorf(codes.Unknown, "source: %v", err)
+		case u := <-up:
+			msg, err := toProto(u)
+			if err != nil {
+				cancel()
+				<-runErr
+				return status.Errorf(codes.InvalidArgument, "source sent an update that cannot be encoded: %v", err)
+			}
+			for _, part := range wire.Split(msg) {
+				if err := stream.Send(part); err != nil {
+					cancel()
+					<-runErr
+					return fmt.Errorf("send update: %w", err)
+				}
+			}
+		}
+	}
+}

@@ -62,11 +62,11 @@ func (a *hclogAdapter) ImpliedArgs() []any { return a.args }
 func (a *hclogAdapter) With(args ...any) hclog.Logger {
 	return &hclogAdapter{l: a.l.With(fixArgs(args)...), args: append(a.args[:len(a.args):len(a.args)], args...)}
 }
-func (a *hclogAdapter) Name() string                      { return "" }
-func (a *hclogAdapter) Named(string) hclog.Logger         { return a }
-func (a *hclogAdapter) ResetNamed(string) hclog.Logger    { return a }
-func (a *hclogAdapter) SetLevel(hclog.Level)              {}
-func (a *hclogAdapter) GetLevel() hclog.Level             { return hclog.Debug }
+func (a *hclogAdapter) Name() string                   { return "" }
+func (a *hclogAdapter) Named(string) hclog.Logger      { return a }
+func (a *hclogAdapter) ResetNamed(string) hclog.Logger { return a }
+func (a *hclogAdapter) SetLevel(hclog.Level)           {}
+func (a *hclogAdapter) GetLevel() hclog.Level          { return hclog.Debug }
 func (a *hclogAdapter) StandardWriter(*hclog.StandardLoggerOptions) io.Writer {
 	return slogWriter{a.l}
 }

@@ -93,7 +93,7 @@ func (s *server) Configure(ctx context.Context, req *sourcev1.ConfigureRequest) 
 		Config:       req.GetConfig(),
 		BaseDir:      req.GetBaseDir(),
 		ValidateOnly: req.GetValidateOnly(),
-		Logger:       s.logger.With("source", req.GetInstance()),
+		Logger:       s.logger, // the host tags every line with the instance name
 	})
 	if err != nil {
 		return &sourcev1.ConfigureResponse{Errors: fieldErrorsToProto(err)}, nil

@@ -35,14 +35,22 @@ func (a *hclogAdapter) Log(level hclog.Level, msg string, args ...any) {
 	a.l.Log(context.Background(), slogLevel(level), msg, fixArgs(args)...)
 }
 
-// fixArgs renames hclog's conventional "error" key to ours.
+// fixArgs renames hclog's conventional "error" key to ours and drops the
+// "timestamp" go-plugin adds to each plugin line (our handler stamps lines).
 func fixArgs(args []any) []any {
+	out := args[:0:0]
 	for i := 0; i+1 < len(args); i += 2 {
-		if k, ok := args[i].(string); ok && k == "error" {
-			args[i] = "err"
+		k, _ := args[i].(string)
+		switch k {
+		case "timestamp":
+			continue
+		case "error":
+			out = append(out, "err", args[i+1])
+		default:
+			out = append(out, args[i], args[i+1])
 		}
 	}
-	return args
+	return out
 }
 
 func (a *hclogAdapter) Trace(msg string, args ...any) { a.Log(hclog.Trace, msg, args...) }

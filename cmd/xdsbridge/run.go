@@ -1,0 +1,169 @@
+package main
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+
+	"github.com/xdsbridge/xdsbridge/aggregator"
+	"github.com/xdsbridge/xdsbridge/internal/admin"
+	"github.com/xdsbridge/xdsbridge/internal/config"
+	"github.com/xdsbridge/xdsbridge/internal/host"
+	"github.com/xdsbridge/xdsbridge/xds"
+	"github.com/xdsbridge/xdsbridge/xds/store"
+	"github.com/xdsbridge/xdsbridge/xds/translate"
+)
+
+type logFlags struct {
+	level  string
+	format string
+}
+
+func (l *logFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&l.level, "log-level", "info", "log level: debug, info, warn or error")
+	fs.StringVar(&l.format, "log-format", "text", "log format: text or json")
+}
+
+func (l *logFlags) logger(w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(l.level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", l.level)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch l.format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", l.format)
+}
+
+func newFlagSet(name, synopsis string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: xdsbridge %s [flags]\n\n%s\n\nFlags:\n", name, synopsis)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return errUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(fs.Output(), "unexpected arguments: %s\n", strings.Join(fs.Args(), " "))
+		fs.Usage()
+		return errUsage
+	}
+	return nil
+}
+
+func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := newFlagSet("run", `Serves xDS (CDS, EDS, LDS, RDS, ADS; state-of-the-world, delta and REST)
+from the source plugins configured in the file. Stops cleanly on SIGINT or SIGTERM.`, stderr)
+	path := fs.String("config", "plugins.yaml", "configuration file")
+	var lf logFlags
+	lf.register(fs)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	logger, err := lf.logger(stderr)
+	if err != nil {
+		return err
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		return fmt.Errorf("configuration is invalid:\n%w", err)
+	}
+	plugins, err := specs(cfg)
+	if err != nil {
+		return err
+	}
+	return serve(ctx, cfg, plugins, logger)
+}
+
+// serve wires the data path — host → aggregator → publisher → store →
+// xDS server — and runs it until ctx ends or a component fails.
+func serve(ctx context.Context, cfg *config.Config, plugins []host.Plugin, logger *slog.Logger) error {
+	st := store.New(logger.With("component", "store"))
+	srv := xds.New(xds.Options{
+		Logger:      logger.With("component", "xds"),
+		GRPCAddress: cfg.XDS.GRPCAddress,
+		RESTAddress: cfg.XDS.RESTAddress,
+		Store:       st,
+	})
+	pub := &xds.Publisher{Store: st, Logger: logger.With("component", "publisher")}
+	names := make([]string, len(plugins))
+	for i, p := range plugins {
+		names[i] = p.Name
+	}
+	agg := aggregator.New(aggregator.Options{
+		Logger:       logger.With("component", "aggregator"),
+		Sources:      names,
+		Debounce:     cfg.Aggregator.Debounce,
+		ReadyTimeout: cfg.Aggregator.ReadyTimeout,
+		CheckOverlay: translate.ValidateOverlay,
+		Publish:      pub.Publish,
+	})
+	h := host.New(host.Options{Logger: logger.With("component", "host"), Sink: agg}, plugins)
+
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var wg sync.WaitGroup
+	start := func(name string, fn func(context.Context) error) {
+		wg.Go(func() {
+			if err := fn(ctx); err != nil {
+				cancel(fmt.Errorf("%s: %w", name, err))
+			}
+		})
+	}
+	start("xds", srv.Run)
+	if cfg.Admin.Address != "" {
+		adm := admin.New(admin.Options{
+			Logger:     logger.With("component", "admin"),
+			Address:    cfg.Admin.Address,
+			Ready:      agg.Ready(),
+			Store:      st,
+			Host:       h,
+			Aggregator: agg,
+		})
+		start("admin", adm.Run)
+	}
+	start("aggregator", agg.Run)
+	start("host", h.Run)
+	wg.Go(func() {
+		select {
+		case <-agg.Ready():
+			srv.Open()
+			logger.Info("ready: serving clients", "sources", len(plugins))
+		case <-ctx.Done():
+		}
+	})
+	<-ctx.Done()
+	logger.Info("shutting down")
+	wg.Wait()
+	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return nil
+}
+
+func decodeHex(s string) ([]byte, error) {
+	b, err := hex.DecodeString(s)
+	if err != nil || len(b) != 32 {
+		return nil, fmt.Errorf("want 64 hex characters")
+	}
+	return b, nil
+}

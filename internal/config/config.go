@@ -1,0 +1,191 @@
+// Package config loads plugins.yaml, the file that says where xdsbridge
+// serves and which source plugins it runs.
+//
+// Top-level keys starting with "x-" are ignored: they are a place for YAML
+// anchors that plugin entries share. Anchors, aliases and merge keys (<<)
+// work everywhere.
+//
+// The file is read by walking the YAML node tree by hand, so that every
+// problem, at every level, is reported with the line it is on, and all of
+// them are reported at once:
+//
+//	plugins.yaml:3: xds.grpc_address: missing port in address "localhost" (want host:port)
+//	plugins.yaml:9: unknown key "comand" in plugins[0] (did you mean "command"?)
+package config
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is a loaded plugins.yaml. Build one with Load or Parse; Default
+// gives the values used for everything the file leaves out.
+type Config struct {
+	// File is the path the configuration was read from, as it was given.
+	File string
+	// Dir is the directory of File. Relative paths in the file (a plugin's
+	// command, a plugin's own files) resolve against it.
+	Dir string
+
+	XDS        XDS
+	Admin      Admin
+	Aggregator Aggregator
+	// Plugins are the source plugin instances to run, in file order. An
+	// empty list is valid: xdsbridge then serves no clusters at all, which
+	// is useful for bringing up the listeners before any source exists.
+	Plugins []Plugin
+}
+
+// XDS is the `xds` section: where the xDS server listens.
+type XDS struct {
+	// GRPCAddress serves CDS, EDS, LDS, RDS and ADS, state-of-the-world and
+	// delta. Default "127.0.0.1:5678". Port 0 picks a free port.
+	GRPCAddress string
+	// RESTAddress serves REST-JSON xDS (POST /v3/discovery:clusters, …).
+	// Default "127.0.0.1:5679"; "" disables it.
+	RESTAddress string
+}
+
+// Admin is the `admin` section.
+type Admin struct {
+	// Address serves /metrics, /healthz, /readyz and /debug. Default
+	// "127.0.0.1:9902"; "" disables it.
+	Address string
+}
+
+// Aggregator is the `aggregator` section.
+type Aggregator struct {
+	// Debounce is the minimum time between two builds of the model; updates
+	// arriving within it are coalesced into one build. Default 10ms; 0
+	// builds on every update.
+	Debounce time.Duration
+	// ReadyTimeout is how long to hold back serving while a source has not
+	// delivered its first full state; after it, serve what there is.
+	// Default 30s; 0 serves at once.
+	ReadyTimeout time.Duration
+}
+
+// Plugin is one entry of the `plugins` list: a source plugin instance.
+type Plugin struct {
+	// Name is the instance's unique name ([a-z0-9][a-z0-9_.-]*). It appears
+	// in logs, metrics and endpoint provenance. Required.
+	Name string
+	// Type names a built-in plugin (see BuiltinTypes). Exactly one of Type
+	// and Command is set.
+	Type string
+	// Command runs a third-party plugin: the program and its arguments. In
+	// the file it is a list, or a string split on spaces. Command[0] is the
+	// program's absolute path: a relative path in the file resolves against
+	// Dir, a bare name through PATH.
+	Command []string
+	// SHA256 is the lower-case hex SHA-256 of Command[0]'s binary; when set,
+	// the host refuses to start a binary that does not match. Optional,
+	// Command plugins only.
+	SHA256 string
+	// Restart is how the host restarts the plugin when it dies or hangs.
+	Restart Restart
+	// Config is the plugin's `config` block re-encoded as YAML, with anchors
+	// and merge keys resolved; the plugin decodes it. Nil when absent.
+	Config []byte
+	// Line is the line of the plugin's entry in File.
+	Line int
+
+	configLine int        // line of the `config` key, 0 when absent
+	configNode *yaml.Node // the config block as written, for Locate
+}
+
+// Restart is a plugin's `restart` block: capped, jittered exponential
+// backoff between restarts.
+type Restart struct {
+	// InitialBackoff is the wait before the first restart; it doubles on
+	// each further failure. Default 100ms; must be positive.
+	InitialBackoff time.Duration
+	// MaxBackoff caps the wait. Default 30s; must not be less than
+	// InitialBackoff.
+	MaxBackoff time.Duration
+}
+
+// Default returns the configuration of an empty plugins.yaml. It is the one
+// place defaults are set; DefaultRestart gives the default of every
+// plugin's restart block.
+func Default() *Config {
+	return &Config{
+		XDS: XDS{
+			GRPCAddress: "127.0.0.1:5678",
+			RESTAddress: "127.0.0.1:5679",
+		},
+		Admin: Admin{
+			Address: "127.0.0.1:9902",
+		},
+		Aggregator: Aggregator{
+			Debounce:     10 * time.Millisecond,
+			ReadyTimeout: 30 * time.Second,
+		},
+	}
+}
+
+// DefaultRestart returns the restart policy of a plugin entry that has no
+// restart block, or leaves out one of its keys.
+func DefaultRestart() Restart {
+	return Restart{
+		InitialBackoff: 100 * time.Millisecond,
+		MaxBackoff:     30 * time.Second,
+	}
+}
+
+// BuiltinTypes returns the plugin types xdsbridge ships, sorted.
+func BuiltinTypes() []string {
+	return []string{"consul", "dns", "static"}
+}
+
+// Load reads and parses the file at path. A file that cannot be read gives
+// a wrapped error; a file that is invalid gives Errors.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return Parse(path, data)
+}
+
+// Parse parses data, the contents of file. Every problem in data is
+// reported, as Errors sorted by line; the Config is nil then. file names
+// the data in errors, and its directory is where relative paths resolve.
+func Parse(file string, data []byte) (*Config, error) {
+	p := newParser(file, data)
+	cfg := Default()
+	cfg.File = file
+	cfg.Dir = filepath.Dir(file)
+	p.parse(data, cfg)
+	if errs := p.errors(); len(errs) > 0 {
+		return nil, errs
+	}
+	return cfg, nil
+}
+
+// Error is one problem in a configuration file.
+type Error struct {
+	File string
+	Line int
+	Msg  string
+}
+
+func (e Error) Error() string {
+	return fmt.Sprintf("%s:%d: %s", e.File, e.Line, e.Msg)
+}
+
+// Errors is every problem found in a configuration file, sorted by line.
+type Errors []Error
+
+func (es Errors) Error() string {
+	msgs := make([]string, len(es))
+	for i, e := range es {
+		msgs[i] = e.Error()
+	}
+	return strings.Join(msgs, "\n")
+}

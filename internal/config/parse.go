@@ -1,0 +1,748 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// parser walks a plugins.yaml node tree and collects every problem.
+type parser struct {
+	file string
+	dir  string
+	errs Errors
+	// budget bounds the nodes visited, so that anchors and aliases cannot
+	// make a small file expand without limit ("billion laughs").
+	budget    int
+	exhausted bool // the budget ran out
+	reported  bool // and that has been reported
+}
+
+func newParser(file string, data []byte) *parser {
+	return &parser{
+		file:   file,
+		dir:    filepath.Dir(file),
+		budget: 10_000 + 100*len(data),
+	}
+}
+
+func (p *parser) errorf(line int, format string, args ...any) {
+	if line < 1 {
+		line = 1
+	}
+	p.errs = append(p.errs, Error{File: p.file, Line: line, Msg: fmt.Sprintf(format, args...)})
+}
+
+// errors returns the problems sorted by line, each reported once.
+func (p *parser) errors() Errors {
+	errs := slices.Clone(p.errs)
+	slices.SortStableFunc(errs, func(a, b Error) int { return a.Line - b.Line })
+	return slices.Compact(errs)
+}
+
+// spend takes cost from the budget and reports whether any was left. The
+// caller that notices the budget ran out reports it, at its own line.
+func (p *parser) spend(cost int) bool {
+	if p.exhausted {
+		return false
+	}
+	p.budget -= cost
+	p.exhausted = p.budget < 0
+	return !p.exhausted
+}
+
+// tooLarge reports, once, that the budget ran out.
+func (p *parser) tooLarge(line int, path string) {
+	if p.exhausted && !p.reported {
+		p.reported = true
+		p.errorf(line, "%s: too large, or expands too far through aliases", where(path))
+	}
+}
+
+var yamlLineRE = regexp.MustCompile(`^line (\d+): (.*)$`)
+
+// yamlError reports an error from the yaml package at the line it names,
+// or line 1 when it names none.
+func (p *parser) yamlError(err error) {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	var te *yaml.TypeError
+	if errors.As(err, &te) {
+		for _, m := range te.Errors {
+			p.yamlMessage(m)
+		}
+		return
+	}
+	p.yamlMessage(msg)
+}
+
+func (p *parser) yamlMessage(msg string) {
+	line := 1
+	if m := yamlLineRE.FindStringSubmatch(msg); m != nil {
+		if n, err := strconv.Atoi(m[1]); err == nil {
+			line = n
+		}
+		msg = m[2]
+	}
+	p.errorf(line, "yaml: %s", msg)
+}
+
+// parse fills cfg, which holds the defaults, from data.
+func (p *parser) parse(data []byte, cfg *Config) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var doc yaml.Node
+	if err := dec.Decode(&doc); err != nil {
+		if !errors.Is(err, io.EOF) {
+			p.yamlError(err)
+		}
+		return // an empty file is all defaults
+	}
+	var extra yaml.Node
+	switch err := dec.Decode(&extra); {
+	case err == nil:
+		p.errorf(extra.Line, "a second YAML document (after '---'); plugins.yaml holds one")
+	case !errors.Is(err, io.EOF):
+		p.yamlError(err)
+	}
+	if len(doc.Content) == 0 {
+		return
+	}
+	p.root(doc.Content[0], cfg)
+	p.tooLarge(doc.Line, "")
+}
+
+// pair is a key and its value in a mapping.
+type pair struct{ key, val *yaml.Node }
+
+// resolve follows an alias to the node it names.
+func resolve(n *yaml.Node) *yaml.Node {
+	for n != nil && n.Kind == yaml.AliasNode && n.Alias != nil {
+		n = n.Alias
+	}
+	return n
+}
+
+func isNull(n *yaml.Node) bool {
+	n = resolve(n)
+	return n == nil || n.Kind == 0 || (n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null")
+}
+
+func isMerge(k *yaml.Node) bool {
+	return k.Kind == yaml.ScalarNode && k.ShortTag() == "!!merge"
+}
+
+// pairs returns the entries of mapping n with merge keys (<<) expanded,
+// explicit keys first. It reports duplicate and non-scalar keys at path.
+func (p *parser) pairs(n *yaml.Node, path string) []pair {
+	if !p.spend(len(n.Content)/2 + 1) {
+		return nil
+	}
+	var out, merged []pair
+	seen := map[string]*yaml.Node{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := resolve(n.Content[i]), n.Content[i+1]
+		if isMerge(k) {
+			merged = append(merged, p.mergeSources(v, path)...)
+			continue
+		}
+		if k.Kind != yaml.ScalarNode {
+			p.errorf(k.Line, "%s: a key must be a plain value, found %s", where(path), describe(k))
+			continue
+		}
+		if first, dup := seen[k.Value]; dup {
+			p.errorf(k.Line, "%s: duplicate key %q (first at line %d)", where(path), k.Value, first.Line)
+			continue
+		}
+		seen[k.Value] = k
+		out = append(out, pair{k, v})
+	}
+	for _, m := range merged {
+		if _, ok := seen[m.key.Value]; !ok {
+			seen[m.key.Value] = m.key
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// mergeSources returns the pairs a merge key's value brings in: a mapping,
+// or a list of mappings where earlier ones win.
+func (p *parser) mergeSources(v *yaml.Node, path string) []pair {
+	v = resolve(v)
+	switch v.Kind {
+	case yaml.MappingNode:
+		return p.pairs(v, path)
+	case yaml.SequenceNode:
+		var out []pair
+		for _, m := range v.Content {
+			m = resolve(m)
+			if m.Kind != yaml.MappingNode {
+				p.errorf(m.Line, "%s: a merge key (<<) takes mappings, found %s", where(path), describe(m))
+				continue
+			}
+			out = append(out, p.pairs(m, path)...)
+		}
+		return out
+	default:
+		p.errorf(v.Line, "%s: a merge key (<<) takes a mapping, found %s", where(path), describe(v))
+		return nil
+	}
+}
+
+// where names path in a message; the top level has no path.
+func where(path string) string {
+	if path == "" {
+		return "top level"
+	}
+	return path
+}
+
+func join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+// describe says what a node is, for "expected X, found Y" messages.
+func describe(n *yaml.Node) string {
+	n = resolve(n)
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.ScalarNode:
+		switch n.ShortTag() {
+		case "!!null":
+			return "nothing (null)"
+		case "!!bool":
+			return fmt.Sprintf("a boolean (%s)", n.Value)
+		case "!!int", "!!float":
+			return fmt.Sprintf("a number (%s)", n.Value)
+		default:
+			return fmt.Sprintf("a string (%q)", n.Value)
+		}
+	default:
+		return "an unknown node"
+	}
+}
+
+// fields walks the mapping under key k (k is nil at the top level). It
+// reports an unknown key with a suggestion, and calls set for each known
+// key. A null value is an empty mapping. It reports whether v was a mapping
+// (or null).
+func (p *parser) fields(path string, k, v *yaml.Node, known []string, set func(name string, k, v *yaml.Node)) bool {
+	v = resolve(v)
+	if isNull(v) {
+		return true
+	}
+	if v.Kind != yaml.MappingNode {
+		line := v.Line
+		if k != nil {
+			line = k.Line
+		}
+		p.errorf(line, "%s: expected a mapping, found %s", where(path), describe(v))
+		return false
+	}
+	for _, pr := range p.pairs(v, path) {
+		name := pr.key.Value
+		if path == "" && strings.HasPrefix(name, "x-") {
+			continue // a place for anchors, as in Compose files
+		}
+		if !slices.Contains(known, name) {
+			in := " in " + path
+			if path == "" {
+				in = " at the top level"
+			}
+			p.errorf(pr.key.Line, "unknown key %q%s%s", name, in, suggest(name, known))
+			continue
+		}
+		set(name, pr.key, pr.val)
+	}
+	return true
+}
+
+// suggest returns " (did you mean "x"?)" for the closest of known, or a
+// list of known when none is close.
+func suggest(s string, known []string) string {
+	best, bestD := "", 3
+	for _, k := range known {
+		if d := editDistance(strings.ToLower(s), k); d < bestD {
+			best, bestD = k, d
+		}
+	}
+	if best != "" {
+		return fmt.Sprintf(" (did you mean %q?)", best)
+	}
+	return " (valid: " + strings.Join(known, ", ") + ")"
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
+}
+
+// str reads a string value. Null is "".
+func (p *parser) str(path string, k, v *yaml.Node) (string, bool) {
+	v = resolve(v)
+	if isNull(v) {
+		return "", true
+	}
+	if v.Kind != yaml.ScalarNode {
+		p.errorf(k.Line, "%s: expected a string, found %s", path, describe(v))
+		return "", false
+	}
+	return v.Value, true
+}
+
+// duration reads a non-negative duration such as 10ms or 1.5s.
+func (p *parser) duration(path string, k, v *yaml.Node) (time.Duration, bool) {
+	v = resolve(v)
+	if v.Kind != yaml.ScalarNode || isNull(v) {
+		p.errorf(k.Line, "%s: expected a duration such as 10ms or 1.5s, found %s", path, describe(v))
+		return 0, false
+	}
+	d, err := time.ParseDuration(v.Value)
+	if err != nil {
+		p.errorf(k.Line, "%s: invalid duration %q (want a number and a unit: ns, us, ms, s, m or h, e.g. 250ms)", path, v.Value)
+		return 0, false
+	}
+	if d < 0 {
+		p.errorf(k.Line, "%s: must not be negative, got %s", path, v.Value)
+		return 0, false
+	}
+	return d, true
+}
+
+// listener records an address key for the check that no two listeners
+// share an address.
+type listener struct {
+	path string
+	addr string
+	line int
+}
+
+// address reads a listen address host:port. allowEmpty lets "" (or null)
+// disable the listener.
+func (p *parser) address(path string, k, v *yaml.Node, allowEmpty bool) (string, bool) {
+	s, ok := p.str(path, k, v)
+	if !ok {
+		return "", false
+	}
+	if s == "" {
+		if allowEmpty {
+			return "", true
+		}
+		p.errorf(k.Line, "%s: must not be empty (want host:port)", path)
+		return "", false
+	}
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		var ae *net.AddrError
+		msg := err.Error()
+		if errors.As(err, &ae) {
+			msg = strings.TrimSuffix(ae.Err, " in address")
+		}
+		p.errorf(k.Line, "%s: %s in %q (want host:port, e.g. 127.0.0.1:5678)", path, msg, s)
+		return "", false
+	}
+	ok = true
+	if host != "" && !validHost(host) {
+		p.errorf(k.Line, "%s: invalid host %q in address %q (want an IP address or a host name)", path, host, s)
+		ok = false
+	}
+	n, err := strconv.Atoi(port)
+	switch {
+	case err != nil && port == "":
+		p.errorf(k.Line, "%s: missing port in %q (want host:port, e.g. 127.0.0.1:5678)", path, s)
+		ok = false
+	case err != nil:
+		p.errorf(k.Line, "%s: port %q is not a number", path, port)
+		ok = false
+	case n < 0 || n > 65535:
+		p.errorf(k.Line, "%s: port %d out of range (0-65535)", path, n)
+		ok = false
+	}
+	return s, ok
+}
+
+var hostRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$`)
+
+func validHost(h string) bool {
+	if _, err := netip.ParseAddr(h); err == nil {
+		return true
+	}
+	return hostRE.MatchString(h)
+}
+
+// root walks the top-level mapping.
+func (p *parser) root(n *yaml.Node, cfg *Config) {
+	var listeners []listener
+	listen := func(path string, k *yaml.Node, addr string) {
+		listeners = append(listeners, listener{path, addr, k.Line})
+	}
+	p.fields("", nil, n, []string{"xds", "admin", "aggregator", "plugins"}, func(name string, k, v *yaml.Node) {
+		switch name {
+		case "xds":
+			p.fields("xds", k, v, []string{"grpc_address", "rest_address"}, func(name string, k, v *yaml.Node) {
+				path := "xds." + name
+				switch name {
+				case "grpc_address":
+					if s, ok := p.address(path, k, v, false); ok {
+						cfg.XDS.GRPCAddress = s
+						listen(path, k, s)
+					}
+				case "rest_address":
+					if s, ok := p.address(path, k, v, true); ok {
+						cfg.XDS.RESTAddress = s
+						listen(path, k, s)
+					}
+				}
+			})
+		case "admin":
+			p.fields("admin", k, v, []string{"address"}, func(name string, k, v *yaml.Node) {
+				if s, ok := p.address("admin.address", k, v, true); ok {
+					cfg.Admin.Address = s
+					listen("admin.address", k, s)
+				}
+			})
+		case "aggregator":
+			p.fields("aggregator", k, v, []string{"debounce", "ready_timeout"}, func(name string, k, v *yaml.Node) {
+				d, ok := p.duration("aggregator."+name, k, v)
+				if !ok {
+					return
+				}
+				switch name {
+				case "debounce":
+					cfg.Aggregator.Debounce = d
+				case "ready_timeout":
+					cfg.Aggregator.ReadyTimeout = d
+				}
+			})
+		case "plugins":
+			cfg.Plugins = p.plugins(k, v)
+		}
+	})
+	p.checkListeners(listeners)
+}
+
+// checkListeners reports two listeners on one address. Port 0 picks a free
+// port each time, so it never collides.
+func (p *parser) checkListeners(ls []listener) {
+	for i, l := range ls {
+		if l.addr == "" || strings.HasSuffix(l.addr, ":0") {
+			continue
+		}
+		for _, prev := range ls[:i] {
+			if prev.addr == l.addr {
+				p.errorf(l.line, "%s: address %s is already used by %s (line %d)", l.path, l.addr, prev.path, prev.line)
+				break
+			}
+		}
+	}
+}
+
+var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]*$`)
+
+// plugins walks the plugins list.
+func (p *parser) plugins(k, v *yaml.Node) []Plugin {
+	v = resolve(v)
+	if isNull(v) {
+		return nil
+	}
+	if v.Kind != yaml.SequenceNode {
+		p.errorf(k.Line, "plugins: expected a list of plugins, found %s", describe(v))
+		return nil
+	}
+	var out []Plugin
+	names := map[string]int{}
+	for i, e := range v.Content {
+		path := fmt.Sprintf("plugins[%d]", i)
+		line := e.Line
+		e = resolve(e)
+		if e.Kind != yaml.MappingNode {
+			p.errorf(line, "%s: expected a mapping with name, type or command, and config; found %s", path, describe(e))
+			continue
+		}
+		pl, nameLine, ok := p.plugin(path, line, e)
+		if pl.Name != "" {
+			if first, dup := names[pl.Name]; dup {
+				p.errorf(nameLine, "%s.name: duplicate plugin name %q (first at line %d)", path, pl.Name, first)
+				ok = false
+			} else {
+				names[pl.Name] = nameLine
+			}
+		}
+		if ok {
+			out = append(out, pl)
+		}
+	}
+	return out
+}
+
+// plugin walks one entry of the plugins list. It returns the line of the
+// name key, and whether the entry is free of problems.
+func (p *parser) plugin(path string, line int, n *yaml.Node) (Plugin, int, bool) {
+	pl := Plugin{Line: line, Restart: DefaultRestart()}
+	nerrs := len(p.errs)
+	var nameKey, typeKey, cmdKey, shaKey *yaml.Node
+	known := []string{"name", "type", "command", "sha256", "restart", "config"}
+	p.fields(path, nil, n, known, func(name string, k, v *yaml.Node) {
+		kpath := path + "." + name
+		switch name {
+		case "name":
+			nameKey = k
+			if s, ok := p.str(kpath, k, v); ok {
+				switch {
+				case s == "":
+					p.errorf(k.Line, "%s: must not be empty", kpath)
+				case !nameRE.MatchString(s):
+					p.errorf(k.Line, "%s: invalid name %q (want lower-case letters, digits, '_', '.' and '-', starting with a letter or digit)", kpath, s)
+				default:
+					pl.Name = s
+				}
+			}
+		case "type":
+			typeKey = k
+			if s, ok := p.str(kpath, k, v); ok {
+				switch {
+				case s == "":
+					p.errorf(k.Line, "%s: must not be empty (built-in types: %s)", kpath, strings.Join(BuiltinTypes(), ", "))
+				case !slices.Contains(BuiltinTypes(), s):
+					p.errorf(k.Line, "%s: unknown built-in type %q%s; for a third-party plugin, set command instead", kpath, s, suggest(s, BuiltinTypes()))
+				default:
+					pl.Type = s
+				}
+			}
+		case "command":
+			cmdKey = k
+			pl.Command = p.command(kpath, k, v)
+		case "sha256":
+			shaKey = k
+			if s, ok := p.str(kpath, k, v); ok {
+				pl.SHA256 = p.sha256(kpath, k, s)
+			}
+		case "restart":
+			p.restart(kpath, k, v, &pl.Restart)
+		case "config":
+			pl.configLine = k.Line
+			v = resolve(v)
+			if isNull(v) {
+				return
+			}
+			if v.Kind != yaml.MappingNode {
+				p.errorf(k.Line, "%s: expected a mapping (the plugin's settings), found %s", kpath, describe(v))
+				return
+			}
+			pl.configNode = v
+			flat := p.flatten(v, kpath)
+			if p.exhausted {
+				p.tooLarge(k.Line, kpath)
+				return
+			}
+			b, err := yaml.Marshal(flat)
+			if err != nil {
+				p.errorf(k.Line, "%s: cannot re-encode the block: %v", kpath, err)
+				return
+			}
+			pl.Config = b
+		}
+	})
+	if nameKey == nil {
+		p.errorf(line, "%s: missing name", path)
+	}
+	switch {
+	case typeKey == nil && cmdKey == nil:
+		p.errorf(line, "%s: set type (a built-in: %s) or command (a third-party plugin)", path, strings.Join(BuiltinTypes(), ", "))
+	case typeKey != nil && cmdKey != nil:
+		p.errorf(max(typeKey.Line, cmdKey.Line), "%s: set type or command, not both (type at line %d, command at line %d)", path, typeKey.Line, cmdKey.Line)
+	case typeKey != nil && shaKey != nil:
+		p.errorf(shaKey.Line, "%s.sha256: applies only to command plugins, not to built-in type %q", path, pl.Type)
+	}
+	nameLine := line
+	if nameKey != nil {
+		nameLine = nameKey.Line
+	}
+	return pl, nameLine, len(p.errs) == nerrs
+}
+
+// command reads a command: a list of strings, or one string split on
+// spaces. It resolves and checks the program.
+func (p *parser) command(path string, k, v *yaml.Node) []string {
+	v = resolve(v)
+	var args []string
+	line := k.Line
+	switch {
+	case isNull(v):
+	case v.Kind == yaml.ScalarNode:
+		args = strings.Fields(v.Value)
+	case v.Kind == yaml.SequenceNode:
+		ok := true
+		for i, e := range v.Content {
+			if i == 0 {
+				line = e.Line
+			}
+			e = resolve(e)
+			if e.Kind != yaml.ScalarNode || isNull(e) {
+				p.errorf(e.Line, "%s[%d]: expected a string, found %s", path, i, describe(e))
+				ok = false
+				continue
+			}
+			args = append(args, e.Value)
+		}
+		if !ok {
+			return nil
+		}
+	default:
+		p.errorf(k.Line, "%s: expected a list (program and arguments) or a string, found %s", path, describe(v))
+		return nil
+	}
+	if len(args) == 0 || args[0] == "" {
+		p.errorf(k.Line, "%s: must not be empty (want the program and its arguments)", path)
+		return nil
+	}
+	prog, msg := p.program(args[0])
+	if msg != "" {
+		p.errorf(line, "%s: %s", path, msg)
+		return nil
+	}
+	args[0] = prog
+	return args
+}
+
+// program resolves a plugin binary: a bare name through PATH, a relative
+// path against the file's directory. It returns the absolute path to run,
+// or why it cannot be run.
+func (p *parser) program(bin string) (string, string) {
+	if !strings.ContainsRune(bin, '/') && !strings.ContainsRune(bin, filepath.Separator) {
+		path, err := exec.LookPath(bin)
+		if err != nil {
+			return "", fmt.Sprintf("program %q not found in PATH", bin)
+		}
+		return path, ""
+	}
+	path := bin
+	if !filepath.IsAbs(path) {
+		path = filepath.Join(p.dir, path)
+	}
+	fi, err := os.Stat(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return "", fmt.Sprintf("program %s does not exist", path)
+	case err != nil:
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return "", fmt.Sprintf("program %s: %v", path, err)
+	case fi.IsDir():
+		return "", fmt.Sprintf("program %s is a directory", path)
+	case fi.Mode()&0o111 == 0:
+		return "", fmt.Sprintf("program %s is not executable", path)
+	}
+	if abs, err := filepath.Abs(path); err == nil {
+		path = abs
+	}
+	return path, ""
+}
+
+// sha256 checks a hex SHA-256 digest and returns it in lower case.
+func (p *parser) sha256(path string, k *yaml.Node, s string) string {
+	if len(s) != 64 {
+		p.errorf(k.Line, "%s: want 64 hex digits (a SHA-256 digest), got %d characters", path, len(s))
+		return ""
+	}
+	for _, c := range s {
+		if !strings.ContainsRune("0123456789abcdefABCDEF", c) {
+			p.errorf(k.Line, "%s: %q is not a hex digit", path, c)
+			return ""
+		}
+	}
+	return strings.ToLower(s)
+}
+
+// restart walks a restart block over the defaults in r.
+func (p *parser) restart(path string, k, v *yaml.Node, r *Restart) {
+	var initKey, maxKey *yaml.Node
+	ok := true
+	p.fields(path, k, v, []string{"initial_backoff", "max_backoff"}, func(name string, k, v *yaml.Node) {
+		kpath := path + "." + name
+		d, good := p.duration(kpath, k, v)
+		if good && d == 0 {
+			p.errorf(k.Line, "%s: must be positive", kpath)
+			good = false
+		}
+		if !good {
+			ok = false
+			return
+		}
+		switch name {
+		case "initial_backoff":
+			initKey, r.InitialBackoff = k, d
+		case "max_backoff":
+			maxKey, r.MaxBackoff = k, d
+		}
+	})
+	if !ok || r.MaxBackoff >= r.InitialBackoff {
+		return
+	}
+	switch {
+	case maxKey != nil:
+		p.errorf(maxKey.Line, "%s.max_backoff: %s is less than initial_backoff %s", path, r.MaxBackoff, r.InitialBackoff)
+	case initKey != nil:
+		p.errorf(initKey.Line, "%s.initial_backoff: %s is more than max_backoff %s (the default)", path, r.InitialBackoff, r.MaxBackoff)
+	}
+}
+
+// flatten copies a config block with aliases and merge keys resolved,
+// comments dropped and flow style turned to block style, so that it
+// re-encodes as a standalone document.
+func (p *parser) flatten(n *yaml.Node, path string) *yaml.Node {
+	n = resolve(n)
+	if !p.spend(1) {
+		return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!null"}
+	}
+	// Block style puts every key on a line of its own, so that the line
+	// numbers in the plugin's decoding errors map back to paths.
+	c := &yaml.Node{Kind: n.Kind, Style: n.Style &^ yaml.FlowStyle, Tag: n.Tag, Value: n.Value}
+	switch n.Kind {
+	case yaml.MappingNode:
+		for _, pr := range p.pairs(n, path) {
+			c.Content = append(c.Content, p.flatten(pr.key, path), p.flatten(pr.val, join(path, pr.key.Value)))
+		}
+	case yaml.SequenceNode:
+		for i, e := range n.Content {
+			c.Content = append(c.Content, p.flatten(e, fmt.Sprintf("%s[%d]", path, i)))
+		}
+	}
+	return c
+}

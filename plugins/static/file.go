@@ -1,0 +1,822 @@
+package static
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"net/netip"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
+	"gopkg.in/yaml.v3"
+
+	"github.com/xdsbridge/xdsbridge/sdk"
+	"github.com/xdsbridge/xdsbridge/xds/translate"
+
+	// Resource types a file may serve, and the typed configs their Any
+	// fields most often hold, registered so their "@type" resolves.
+	_ "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/service/runtime/v3"
+)
+
+// resourceTypes returns the Envoy resource types a file's resources section
+// may hold, sorted. Clusters and load assignments are not among them: the
+// clusters section generates those.
+func resourceTypes() []string {
+	return []string{
+		"type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
+		"type.googleapis.com/envoy.config.listener.v3.Listener",
+		"type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+		"type.googleapis.com/envoy.config.route.v3.ScopedRouteConfiguration",
+		"type.googleapis.com/envoy.config.route.v3.VirtualHost",
+		"type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret",
+		"type.googleapis.com/envoy.service.runtime.v3.Runtime",
+	}
+}
+
+// endpointKeys returns the keys of an endpoint entry.
+func endpointKeys() []string {
+	return []string{"address", "port", "weight", "health", "locality", "priority", "hostname", "metadata"}
+}
+
+// parseFile parses a cluster file. name is the file's name in errors. It
+// returns the full state the file describes, or every problem in it, each
+// with File and Line set, sorted by line. A file with any problem yields no
+// state at all.
+func parseFile(name string, data []byte) (sdk.Update, sdk.ConfigErrors) {
+	p := &fileParser{file: name, budget: 10_000 + 100*len(data)}
+	upd := p.parse(data)
+	if len(p.errs) > 0 {
+		errs := slices.Clone(p.errs)
+		slices.SortStableFunc(errs, func(a, b sdk.FieldError) int { return a.Line - b.Line })
+		return sdk.Update{}, slices.Compact(errs)
+	}
+	return upd, nil
+}
+
+type fileParser struct {
+	file string
+	errs sdk.ConfigErrors
+	// budget bounds the nodes visited, so that aliases cannot make a small
+	// file expand without limit.
+	budget   int
+	reported bool // that the budget ran out
+}
+
+func (p *fileParser) errorf(line int, format string, args ...any) {
+	p.errs = append(p.errs, sdk.FieldError{File: p.file, Line: max(line, 1), Message: fmt.Sprintf(format, args...)})
+}
+
+// spend takes cost from the budget and reports whether any was left. The
+// caller that notices the budget ran out reports it, at its own line.
+func (p *fileParser) spend(cost int) bool {
+	if p.budget < 0 {
+		return false
+	}
+	p.budget -= cost
+	return p.budget >= 0
+}
+
+// tooLarge reports, once, that the budget ran out.
+func (p *fileParser) tooLarge(line int, path string) {
+	if p.budget < 0 && !p.reported {
+		p.reported = true
+		p.errorf(line, "%s: too large, or expands too far through aliases", where(path))
+	}
+}
+
+// value is jsonValue for the value of key k, reporting an exhausted budget
+// at k.
+func (p *fileParser) value(path string, k, v *yaml.Node, floats bool) (any, bool) {
+	val, ok := p.jsonValue(path, v, floats)
+	p.tooLarge(k.Line, path)
+	return val, ok && p.budget >= 0
+}
+
+var yamlLineRE = regexp.MustCompile(`^line (\d+): (.*)$`)
+
+func (p *fileParser) yamlError(err error) {
+	msgs := []string{strings.TrimPrefix(err.Error(), "yaml: ")}
+	if te, ok := err.(*yaml.TypeError); ok {
+		msgs = te.Errors
+	}
+	for _, msg := range msgs {
+		line := 1
+		if m := yamlLineRE.FindStringSubmatch(msg); m != nil {
+			line, _ = strconv.Atoi(m[1])
+			msg = m[2]
+		}
+		p.errorf(line, "yaml: %s", msg)
+	}
+}
+
+func (p *fileParser) parse(data []byte) sdk.Update {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		p.yamlError(err)
+		return sdk.Update{}
+	}
+	if len(doc.Content) == 0 || isNull(doc.Content[0]) {
+		// An editor that truncates the file before writing it shows us an
+		// empty file for a moment; serving nothing then would drop every
+		// cluster. An empty state has to be asked for.
+		p.errorf(1, "file is empty (write `clusters: []` to serve nothing)")
+		return sdk.Update{}
+	}
+	upd := sdk.Update{Full: true, Clusters: []sdk.Cluster{}}
+	p.fields("", nil, doc.Content[0], []string{"clusters", "resources"}, func(key string, k, v *yaml.Node) {
+		switch key {
+		case "clusters":
+			upd.Clusters = p.clusters(k, v)
+		case "resources":
+			upd.Resources = p.resources(k, v)
+		}
+	})
+	p.tooLarge(1, "")
+	return upd
+}
+
+func (p *fileParser) clusters(k, v *yaml.Node) []sdk.Cluster {
+	out := []sdk.Cluster{}
+	seen := map[string]int{}
+	for i, e := range p.list("clusters", k, v) {
+		path := fmt.Sprintf("clusters[%d]", i)
+		line := e.Line
+		e = resolve(e)
+		if e.Kind != yaml.MappingNode {
+			p.errorf(line, "%s: expected a mapping with name and endpoints, found %s", path, describe(e))
+			continue
+		}
+		c, nameLine, ok := p.cluster(path, line, e)
+		if c.Name != "" {
+			if first, dup := seen[c.Name]; dup {
+				p.errorf(nameLine, "%s.name: duplicate cluster %q (first at line %d)", path, c.Name, first)
+				ok = false
+			} else {
+				seen[c.Name] = nameLine
+			}
+		}
+		if ok {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// cluster parses one cluster entry. It returns the name's line and whether
+// the entry is free of problems.
+func (p *fileParser) cluster(path string, line int, n *yaml.Node) (sdk.Cluster, int, bool) {
+	nerrs := len(p.errs)
+	var c sdk.Cluster
+	nameLine := line
+	var nameKey *yaml.Node
+	type field struct {
+		key *yaml.Node
+		val any
+	}
+	var overlay []field
+	for _, pr := range p.pairs(n, path) {
+		k, v := pr.key, pr.val
+		switch k.Value {
+		case "name":
+			nameKey, nameLine = k, k.Line
+			s, ok := p.str(path+".name", k, v)
+			if ok && s == "" {
+				p.errorf(k.Line, "%s.name: must not be empty", path)
+			}
+			c.Name = s
+		case "endpoints":
+			c.Endpoints = p.endpoints(path+".endpoints", k, v)
+		default:
+			val, ok := p.value(path+"."+k.Value, k, v, false)
+			if ok {
+				overlay = append(overlay, field{k, val})
+			}
+		}
+	}
+	if nameKey == nil {
+		p.errorf(line, "%s: missing name", path)
+	}
+
+	// Check each overlay field alone, to report every bad one at its line,
+	// then all of them together.
+	fields := map[string]any{}
+	good := true
+	for _, f := range overlay {
+		fields[f.key.Value] = f.val
+		if _, err := translate.ParseOverlay(map[string]any{f.key.Value: f.val}); err != nil {
+			good = false
+			if s := suggest(f.key.Value, []string{"name", "endpoints"}); s != "" && strings.Contains(err.Error(), "unknown field") {
+				p.errorf(f.key.Line, "%s: unknown key %q%s", path, f.key.Value, s)
+				continue
+			}
+			msg := strings.TrimPrefix(overlayMessage(err), f.key.Value+": ")
+			p.errorf(f.key.Line, "%s.%s: %s", path, f.key.Value, msg)
+		}
+	}
+	if good && len(fields) > 0 {
+		b, err := translate.ParseOverlay(fields)
+		if err != nil {
+			p.errorf(line, "%s: %s", path, overlayMessage(err))
+		}
+		c.Overlay = b
+	}
+	return c, nameLine, len(p.errs) == nerrs
+}
+
+// overlayMessage is a ParseOverlay error without its "overlay: " prefix.
+func overlayMessage(err error) string {
+	return strings.TrimPrefix(err.Error(), "overlay: ")
+}
+
+func (p *fileParser) endpoints(path string, k, v *yaml.Node) []sdk.Endpoint {
+	var out []sdk.Endpoint
+	seen := map[netip.AddrPort]int{}
+	for i, e := range p.list(path, k, v) {
+		epath := fmt.Sprintf("%s[%d]", path, i)
+		line := e.Line
+		e = resolve(e)
+		if e.Kind != yaml.MappingNode {
+			p.errorf(line, "%s: expected a mapping with address and port, found %s", epath, describe(e))
+			continue
+		}
+		ep, ap, ok := p.endpoint(epath, line, e)
+		if !ok {
+			continue
+		}
+		if first, dup := seen[ap]; dup {
+			p.errorf(line, "%s: duplicate endpoint %s (first at line %d)", epath, ap, first)
+			continue
+		}
+		seen[ap] = line
+		out = append(out, ep)
+	}
+	return out
+}
+
+// endpoint parses one endpoint entry and returns its address and port.
+func (p *fileParser) endpoint(path string, line int, n *yaml.Node) (sdk.Endpoint, netip.AddrPort, bool) {
+	nerrs := len(p.errs)
+	var ep sdk.Endpoint
+	var addr netip.Addr
+	var hasAddr, hasPort bool
+	p.fields(path, nil, n, endpointKeys(), func(key string, k, v *yaml.Node) {
+		kpath := path + "." + key
+		switch key {
+		case "address":
+			hasAddr = true
+			s, ok := p.str(kpath, k, v)
+			if !ok {
+				return
+			}
+			a, err := netip.ParseAddr(s)
+			switch {
+			case s == "":
+				p.errorf(k.Line, "%s: must not be empty", kpath)
+			case err != nil:
+				p.errorf(k.Line, "%s: %q is not an IP address (the static plugin does not resolve host names)", kpath, s)
+			case a.Zone() != "":
+				p.errorf(k.Line, "%s: %q has an IPv6 zone, which Envoy does not take", kpath, s)
+			default:
+				addr = a
+				ep.Address = a.String()
+			}
+		case "port":
+			hasPort = true
+			if n, ok := p.integer(kpath, k, v); ok {
+				if n < 1 || n > 65535 {
+					p.errorf(k.Line, "%s: %d out of range (1-65535)", kpath, n)
+					return
+				}
+				ep.Port = uint32(n)
+			}
+		case "weight":
+			if n, ok := p.integer(kpath, k, v); ok {
+				if w, ok := p.uint32(kpath, k, n); ok {
+					ep.Weight = w
+				}
+			}
+		case "priority":
+			if n, ok := p.integer(kpath, k, v); ok {
+				if pr, ok := p.uint32(kpath, k, n); ok {
+					ep.Priority = pr
+				}
+			}
+		case "health":
+			s, ok := p.str(kpath, k, v)
+			if !ok {
+				return
+			}
+			h, err := sdk.ParseHealth(s)
+			if err != nil {
+				p.errorf(k.Line, "%s: %v", kpath, err)
+				return
+			}
+			ep.Health = h
+		case "hostname":
+			ep.Hostname, _ = p.str(kpath, k, v)
+		case "locality":
+			p.fields(kpath, k, v, []string{"region", "zone", "sub_zone"}, func(key string, k, v *yaml.Node) {
+				s, _ := p.str(kpath+"."+key, k, v)
+				switch key {
+				case "region":
+					ep.Locality.Region = s
+				case "zone":
+					ep.Locality.Zone = s
+				case "sub_zone":
+					ep.Locality.SubZone = s
+				}
+			})
+		case "metadata":
+			if m := resolve(v); !isNull(m) && m.Kind != yaml.MappingNode {
+				p.errorf(k.Line, "%s: expected a mapping, found %s", kpath, describe(m))
+				return
+			}
+			if md, ok := p.value(kpath, k, v, true); ok && md != nil {
+				ep.Metadata = md.(map[string]any)
+			}
+		}
+	})
+	if !hasAddr {
+		p.errorf(line, "%s: missing address", path)
+	}
+	if !hasPort {
+		p.errorf(line, "%s: missing port", path)
+	}
+	return ep, netip.AddrPortFrom(addr, uint16(ep.Port)), len(p.errs) == nerrs
+}
+
+var wholeRE = regexp.MustCompile(`^[-+]?[0-9_]+$`)
+
+// integer reads an integer value.
+func (p *fileParser) integer(path string, k, v *yaml.Node) (int64, bool) {
+	v = resolve(v)
+	if v.Kind == yaml.ScalarNode && v.ShortTag() == "!!float" && wholeRE.MatchString(v.Value) {
+		p.errorf(k.Line, "%s: %s is out of range", path, v.Value)
+		return 0, false
+	}
+	if v.Kind != yaml.ScalarNode || v.ShortTag() != "!!int" {
+		p.errorf(k.Line, "%s: expected a whole number, found %s", path, describe(v))
+		return 0, false
+	}
+	var n int64
+	if err := v.Decode(&n); err != nil {
+		p.errorf(k.Line, "%s: %s is out of range", path, v.Value)
+		return 0, false
+	}
+	return n, true
+}
+
+func (p *fileParser) uint32(path string, k *yaml.Node, n int64) (uint32, bool) {
+	switch {
+	case n < 0:
+		p.errorf(k.Line, "%s: must not be negative, got %d", path, n)
+		return 0, false
+	case n > math.MaxUint32:
+		p.errorf(k.Line, "%s: %d out of range (0-%d)", path, n, uint32(math.MaxUint32))
+		return 0, false
+	}
+	return uint32(n), true
+}
+
+// resources parses the resources section.
+func (p *fileParser) resources(k, v *yaml.Node) []sdk.Resource {
+	var out []sdk.Resource
+	seen := map[sdk.ResourceRef]int{}
+	for i, e := range p.list("resources", k, v) {
+		path := fmt.Sprintf("resources[%d]", i)
+		line := e.Line
+		e = resolve(e)
+		if e.Kind != yaml.MappingNode {
+			p.errorf(line, "%s: expected a mapping with \"@type\" and name, found %s", path, describe(e))
+			continue
+		}
+		r, ok := p.resource(path, line, e)
+		if !ok {
+			continue
+		}
+		ref := sdk.ResourceRef{TypeURL: r.TypeURL, Name: r.Name}
+		if first, dup := seen[ref]; dup {
+			p.errorf(line, "%s: duplicate %s %q (first at line %d)", path, shortType(r.TypeURL), r.Name, first)
+			continue
+		}
+		seen[ref] = line
+		out = append(out, r)
+	}
+	return out
+}
+
+func shortType(url string) string {
+	return url[strings.LastIndexByte(url, '.')+1:]
+}
+
+// resource parses one Envoy-native resource.
+func (p *fileParser) resource(path string, line int, n *yaml.Node) (sdk.Resource, bool) {
+	val, ok := p.jsonValue(path, n, false)
+	p.tooLarge(line, path)
+	if !ok || p.budget < 0 {
+		return sdk.Resource{}, false
+	}
+	obj := val.(map[string]any)
+	typeURL, _ := obj["@type"].(string)
+	typeLine := line
+	if k, _ := lookup(n, "@type"); k != nil {
+		typeLine = k.Line
+	}
+	switch {
+	case obj["@type"] == nil:
+		p.errorf(line, "%s: missing \"@type\" (e.g. type.googleapis.com/envoy.config.listener.v3.Listener)", path)
+		return sdk.Resource{}, false
+	case !slices.Contains(resourceTypes(), typeURL):
+		msg := fmt.Sprintf("%s.@type: unsupported resource type %v", path, obj["@type"])
+		switch hint := suggest(typeURL, resourceTypes()); {
+		case strings.HasSuffix(typeURL, ".Cluster") || strings.HasSuffix(typeURL, ".ClusterLoadAssignment"):
+			msg += " (clusters and their endpoints go in the clusters section)"
+		case hint != "":
+			msg += hint
+		default:
+			var short []string
+			for _, t := range resourceTypes() {
+				short = append(short, shortType(t))
+			}
+			msg += fmt.Sprintf(" (valid: type.googleapis.com/ followed by the full name of %s)", strings.Join(short, ", "))
+		}
+		p.errorf(typeLine, "%s", msg)
+		return sdk.Resource{}, false
+	}
+	mt, err := protoregistry.GlobalTypes.FindMessageByURL(typeURL)
+	if err != nil {
+		p.errorf(typeLine, "%s.@type: %s is not a known message type", path, typeURL)
+		return sdk.Resource{}, false
+	}
+	delete(obj, "@type")
+	// protojson names only the first unknown field, and without a line.
+	md := mt.Descriptor()
+	unknown := false
+	for _, pr := range p.pairs(n, path) {
+		k := pr.key.Value
+		if k == "@type" || md.Fields().ByJSONName(k) != nil || md.Fields().ByName(protoreflect.Name(k)) != nil {
+			continue
+		}
+		unknown = true
+		names := make([]string, md.Fields().Len())
+		for i := range names {
+			names[i] = string(md.Fields().Get(i).Name())
+		}
+		p.errorf(pr.key.Line, "%s: unknown field %q in %s%s", path, k, md.Name(), suggest(k, names))
+	}
+	if unknown {
+		return sdk.Resource{}, false
+	}
+	msg := mt.New().Interface()
+	if err := unmarshalJSON(obj, msg); err != nil {
+		// Find the first top-level field at fault, for its line.
+		eline, epath := line, path
+		for _, pr := range p.pairs(n, path) {
+			if pr.key.Value == "@type" {
+				continue
+			}
+			if unmarshalJSON(map[string]any{pr.key.Value: obj[pr.key.Value]}, mt.New().Interface()) != nil {
+				eline, epath = pr.key.Line, path+"."+pr.key.Value
+				break
+			}
+		}
+		p.errorf(eline, "%s: %s", epath, protoMessage(err))
+		return sdk.Resource{}, false
+	}
+	name := msg.ProtoReflect().Get(msg.ProtoReflect().Descriptor().Fields().ByName("name")).String()
+	if name == "" {
+		p.errorf(line, "%s: missing name", path)
+		return sdk.Resource{}, false
+	}
+	if v, ok := msg.(interface{ ValidateAll() error }); ok {
+		if err := v.ValidateAll(); err != nil {
+			p.errorf(line, "%s: invalid %s %q: %v", path, shortType(typeURL), name, err)
+			return sdk.Resource{}, false
+		}
+	}
+	r, err := sdk.NewResource(msg)
+	if err != nil {
+		p.errorf(line, "%s: %v", path, err)
+		return sdk.Resource{}, false
+	}
+	return r, true
+}
+
+func unmarshalJSON(obj map[string]any, m proto.Message) error {
+	b, err := json.Marshal(obj)
+	if err != nil {
+		return err
+	}
+	return protojson.Unmarshal(b, m)
+}
+
+// protoPrefix matches what protobuf-go puts around its error texts: a
+// "proto:" prefix followed by a space or a no-break space (chosen at
+// random), and positions in the generated JSON, of no use to a reader of the
+// YAML.
+var (
+	protoPrefix = regexp.MustCompile(`^proto:[\s\x{00a0}]*(\(line \d+:\d+\):)?`)
+	protoLine   = regexp.MustCompile(`[\s\x{00a0}]*\(line \d+:\d+\)`)
+	protoSpace  = regexp.MustCompile(`[\s\x{00a0}]+`)
+)
+
+func protoMessage(err error) string {
+	s := protoLine.ReplaceAllString(protoPrefix.ReplaceAllString(err.Error(), ""), "")
+	s = strings.TrimSpace(protoSpace.ReplaceAllString(s, " "))
+	if m := unresolvedRE.FindStringSubmatch(s); m != nil {
+		return fmt.Sprintf("unknown \"@type\" %q: not an Envoy type the static plugin knows", m[1])
+	}
+	return s
+}
+
+var unresolvedRE = regexp.MustCompile(`^unable to resolve "([^"]*)": "not found"$`)
+
+// Node helpers.
+
+type pair struct{ key, val *yaml.Node }
+
+func resolve(n *yaml.Node) *yaml.Node {
+	for n != nil && n.Kind == yaml.AliasNode && n.Alias != nil {
+		n = n.Alias
+	}
+	return n
+}
+
+func isNull(n *yaml.Node) bool {
+	n = resolve(n)
+	return n == nil || n.Kind == 0 || (n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null")
+}
+
+func isMerge(k *yaml.Node) bool {
+	return k.Kind == yaml.ScalarNode && k.ShortTag() == "!!merge"
+}
+
+// pairs returns the entries of mapping n with merge keys (<<) expanded,
+// explicit keys first, and reports duplicate and non-scalar keys.
+func (p *fileParser) pairs(n *yaml.Node, path string) []pair {
+	if !p.spend(len(n.Content)/2 + 1) {
+		return nil
+	}
+	var out, merged []pair
+	seen := map[string]*yaml.Node{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := resolve(n.Content[i]), n.Content[i+1]
+		if isMerge(k) {
+			merged = append(merged, p.mergeSources(v, path)...)
+			continue
+		}
+		if k.Kind != yaml.ScalarNode {
+			p.errorf(k.Line, "%s: a key must be a plain value, found %s", where(path), describe(k))
+			continue
+		}
+		if first, dup := seen[k.Value]; dup {
+			p.errorf(k.Line, "%s: duplicate key %q (first at line %d)", where(path), k.Value, first.Line)
+			continue
+		}
+		seen[k.Value] = k
+		out = append(out, pair{k, v})
+	}
+	for _, m := range merged {
+		if _, ok := seen[m.key.Value]; !ok {
+			seen[m.key.Value] = m.key
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+func (p *fileParser) mergeSources(v *yaml.Node, path string) []pair {
+	v = resolve(v)
+	srcs := []*yaml.Node{v}
+	if v.Kind == yaml.SequenceNode {
+		srcs = v.Content
+	}
+	var out []pair
+	for _, m := range srcs {
+		m = resolve(m)
+		if m.Kind != yaml.MappingNode {
+			p.errorf(m.Line, "%s: a merge key (<<) takes mappings, found %s", where(path), describe(m))
+			continue
+		}
+		out = append(out, p.pairs(m, path)...)
+	}
+	return out
+}
+
+// lookup finds an explicit key of mapping n.
+func lookup(n *yaml.Node, key string) (k, v *yaml.Node) {
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if kn := resolve(n.Content[i]); kn.Kind == yaml.ScalarNode && kn.Value == key {
+			return kn, n.Content[i+1]
+		}
+	}
+	return nil, nil
+}
+
+func where(path string) string {
+	if path == "" {
+		return "top level"
+	}
+	return path
+}
+
+func describe(n *yaml.Node) string {
+	n = resolve(n)
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.ScalarNode:
+		switch n.ShortTag() {
+		case "!!null":
+			return "nothing (null)"
+		case "!!bool":
+			return fmt.Sprintf("a boolean (%s)", n.Value)
+		case "!!int", "!!float":
+			return fmt.Sprintf("a number (%s)", n.Value)
+		default:
+			return fmt.Sprintf("a string (%q)", n.Value)
+		}
+	default:
+		return "an unknown node"
+	}
+}
+
+// fields walks a mapping with known keys (k is nil at the top level),
+// reporting unknown ones with a suggestion. A null value is an empty
+// mapping.
+func (p *fileParser) fields(path string, k, v *yaml.Node, known []string, set func(key string, k, v *yaml.Node)) {
+	v = resolve(v)
+	if isNull(v) {
+		return
+	}
+	if v.Kind != yaml.MappingNode {
+		line := v.Line
+		if k != nil {
+			line = k.Line
+		}
+		p.errorf(line, "%s: expected a mapping, found %s", where(path), describe(v))
+		return
+	}
+	for _, pr := range p.pairs(v, path) {
+		if path == "" && strings.HasPrefix(pr.key.Value, "x-") {
+			continue // a place for anchors, as in Compose files
+		}
+		if !slices.Contains(known, pr.key.Value) {
+			in := " in " + path
+			if path == "" {
+				in = " at the top level"
+			}
+			hint := suggest(pr.key.Value, known)
+			if hint == "" {
+				hint = " (valid: " + strings.Join(known, ", ") + ")"
+			}
+			p.errorf(pr.key.Line, "unknown key %q%s%s", pr.key.Value, in, hint)
+			continue
+		}
+		set(pr.key.Value, pr.key, pr.val)
+	}
+}
+
+// list returns the entries of a list; null is an empty list.
+func (p *fileParser) list(path string, k, v *yaml.Node) []*yaml.Node {
+	v = resolve(v)
+	if isNull(v) {
+		return nil
+	}
+	if v.Kind != yaml.SequenceNode {
+		p.errorf(k.Line, "%s: expected a list, found %s", path, describe(v))
+		return nil
+	}
+	return v.Content
+}
+
+func (p *fileParser) str(path string, k, v *yaml.Node) (string, bool) {
+	v = resolve(v)
+	if isNull(v) {
+		return "", true
+	}
+	if v.Kind != yaml.ScalarNode {
+		p.errorf(k.Line, "%s: expected a string, found %s", path, describe(v))
+		return "", false
+	}
+	return v.Value, true
+}
+
+// suggest returns ` (did you mean "x"?)` for the closest of known, or "".
+func suggest(s string, known []string) string {
+	best, bestD := "", 3
+	for _, k := range known {
+		if d := editDistance(strings.ToLower(s), k); d < bestD {
+			best, bestD = k, d
+		}
+	}
+	if best == "" {
+		return ""
+	}
+	return fmt.Sprintf(" (did you mean %q?)", best)
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
+
+// jsonValue converts a node to a JSON-like value: map[string]any, []any,
+// string, bool, nil, and numbers as int64, uint64 or float64 (all float64
+// when floats is set, as sdk.Endpoint.Metadata wants).
+func (p *fileParser) jsonValue(path string, n *yaml.Node, floats bool) (any, bool) {
+	n = resolve(n)
+	if !p.spend(1) {
+		return nil, false
+	}
+	switch n.Kind {
+	case yaml.MappingNode:
+		out := map[string]any{}
+		ok := true
+		for _, pr := range p.pairs(n, path) {
+			v, good := p.jsonValue(path+"."+pr.key.Value, pr.val, floats)
+			ok = ok && good
+			out[pr.key.Value] = v
+		}
+		return out, ok
+	case yaml.SequenceNode:
+		out := make([]any, 0, len(n.Content))
+		ok := true
+		for i, e := range n.Content {
+			v, good := p.jsonValue(fmt.Sprintf("%s[%d]", path, i), e, floats)
+			ok = ok && good
+			out = append(out, v)
+		}
+		return out, ok
+	case yaml.ScalarNode:
+		switch n.ShortTag() {
+		case "!!null":
+			return nil, true
+		case "!!bool":
+			var b bool
+			if err := n.Decode(&b); err != nil {
+				p.errorf(n.Line, "%s: %s is not a boolean", path, n.Value)
+				return nil, false
+			}
+			return b, true
+		case "!!int":
+			var i int64
+			if err := n.Decode(&i); err == nil {
+				if floats {
+					return float64(i), true
+				}
+				return i, true
+			}
+			var u uint64
+			if err := n.Decode(&u); err == nil {
+				if floats {
+					return float64(u), true
+				}
+				return u, true
+			}
+			p.errorf(n.Line, "%s: number %s is out of range", path, n.Value)
+			return nil, false
+		case "!!float":
+			var f float64
+			if err := n.Decode(&f); err != nil || math.IsInf(f, 0) || math.IsNaN(f) {
+				p.errorf(n.Line, "%s: %s is not a finite number", path, n.Value)
+				return nil, false
+			}
+			return f, true
+		default:
+			return n.Value, true
+		}
+	}
+	p.errorf(n.Line, "%s: unexpected YAML node", path)
+	return nil, false
+}

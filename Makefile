@@ -28,12 +28,11 @@ run: build
 # (built once from the Go module proxy and cached outside the repository)
 # and BIND's named from Debian's packages.
 test-deps:
-	@command -v named >/dev/null 2>&1 || { \
-		echo "installing bind9 (named) for the DNS tests"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bind9 >/dev/null; }
+	@bash test/tools/dns.sh >/dev/null
 	@bash test/tools/consul.sh >/dev/null
 
 test: test-deps build
+	PATH="$$PATH:$$(dirname $$(bash test/tools/dns.sh))" \
 	XDSBRIDGE_CONSUL=$$(bash test/tools/consul.sh) XDSBRIDGE_BIN=$(CURDIR)/$(BIN) \
 		$(GO) test -race -timeout 20m -count=1 ./...
 

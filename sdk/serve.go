@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
@@ -61,6 +62,10 @@ func NewPluginLogHandler(w io.Writer, level slog.Leveler) slog.Handler {
 	})
 }
 
+// runGrace is how long Watch waits for Source.Run to return after the host
+// cancels the stream.
+const runGrace = 5 * time.Second
+
 // server is the plugin side of proto/source/v1.
 type server struct {
 	sourcev1.UnimplementedSourceServer
@@ -101,9 +106,11 @@ func (s *server) Configure(ctx context.Context, req *sourcev1.ConfigureRequest) 
 	if src == nil {
 		return nil, status.Error(codes.Internal, "plugin Configure returned no source and no error")
 	}
-	s.mu.Lock()
-	s.source = src
-	s.mu.Unlock()
+	if !req.GetValidateOnly() { // a validate-only source is never run
+		s.mu.Lock()
+		s.source = src
+		s.mu.Unlock()
+	}
 	return &sourcev1.ConfigureResponse{}, nil
 }
 
@@ -151,6 +158,14 @@ func (s *server) Watch(_ *sourcev1.WatchRequest, stream grpc.ServerStreamingServ
 
 	for {
 		select {
+		case <-ctx.Done():
+			// Run should return now; a source that ignores ctx is left
+			// behind after a grace period rather than holding the stream.
+			select {
+			case <-runErr:
+			case <-time.After(runGrace):
+			}
+			return nil
 		case err := <-runErr:
 			if err == nil || ctx.Err() != nil {
 				return nil

@@ -31,7 +31,8 @@ import (
 // sends a Status update saying why; it must not send an empty full state
 // unless the registry really is empty.
 //
-// A non-nil error from Run ends the plugin process; the host restarts it.
+// A non-nil error from Run ends the Watch stream with that error; the host
+// then stops the plugin process and starts a new one.
 type Source interface {
 	Run(ctx context.Context, up chan<- Update) error
 }

@@ -74,6 +74,9 @@ func Start(ctx context.Context, spec Spec, logger *slog.Logger) (*Conn, error) {
 			grpc.MaxCallSendMsgSize(wire.MaxMessageSize),
 		)},
 	}
+	if dl, ok := ctx.Deadline(); ok {
+		cfg.StartTimeout = max(time.Until(dl), time.Millisecond) // bounds the handshake too
+	}
 	if len(spec.SHA256) > 0 {
 		cfg.SecureConfig = &plugin.SecureConfig{Checksum: spec.SHA256, Hash: sha256.New()}
 	}

@@ -35,8 +35,11 @@ type response struct {
 	// from subscribed for fullNamed.
 	entries    []*entry
 	subscribed map[string]struct{}
-	// base is what the client had before this response (partial).
+	// base is what the client had before this response (partial): the
+	// subscription's own map, updated in place when the response is sent.
 	base map[string]string
+	// mu guards base against the store's readers; it is the store's lock.
+	mu *sync.RWMutex
 	// version overrides the type version (fetched).
 	version string
 	ctx     context.Context
@@ -89,15 +92,15 @@ func (r *response) GetResponseVersion() string {
 	return r.view.Version()
 }
 
-// GetReturnedResources returns a new map of what the client has once it
-// receives the response: resource name to version.
+// GetReturnedResources returns what the client has once it receives the
+// response: resource name to version.
 func (r *response) GetReturnedResources() map[string]string {
 	r.retOnce.Do(func() {
 		switch r.kind {
 		case fullWildcard:
 			r.returned = r.view.returnedAll()
 		case partial:
-			r.returned = returnedAfter(r.view, r.base, r.entries, nil)
+			r.returned = updateReturned(r.mu, r.base, r.entries, nil)
 		default:
 			r.build()
 			r.returned = returnedAfter(r.view, nil, r.entries, nil)
@@ -120,7 +123,8 @@ type deltaResponse struct {
 	view    *typeView
 	set     []*entry
 	removed []string
-	base    map[string]string
+	base    map[string]string // as in response
+	mu      *sync.RWMutex
 
 	resOnce   sync.Once
 	resources []*discovery.Resource
@@ -162,16 +166,45 @@ func (r *deltaResponse) GetResponseVersion() string { return r.view.Version() }
 // Deprecated: use GetReturnedResources.
 func (r *deltaResponse) GetNextVersionMap() map[string]string { return r.GetReturnedResources() }
 
-// GetReturnedResources returns a new map of what the client has once it
-// receives the response: resource name to version.
+// GetReturnedResources returns what the client has once it receives the
+// response: resource name to version.
 func (r *deltaResponse) GetReturnedResources() map[string]string {
 	r.retOnce.Do(func() {
-		r.returned = returnedAfter(r.view, r.base, r.set, r.removed)
+		if len(r.base) == 0 {
+			r.returned = returnedAfter(r.view, nil, r.set, r.removed)
+			return
+		}
+		r.returned = updateReturned(r.mu, r.base, r.set, r.removed)
 	})
 	return r.returned
 }
 
 func (r *deltaResponse) GetContext() context.Context { return context.Background() }
+
+// updateReturned records sent and removed in base, the subscription's own
+// map, and returns it. Copying a client's map for every response would cost
+// O(subscriptions) per client per change; updating it costs O(changes).
+//
+// This is safe because go-control-plane calls GetReturnedResources only for
+// a response it actually sends, in the stream's goroutine — the only
+// goroutine that otherwise touches the map, and only between watches. A
+// response the server drops (a newer request of the same type arrived first)
+// leaves base alone. The store reads base of live watches under its lock,
+// so the update takes the lock too.
+func updateReturned(mu *sync.RWMutex, base map[string]string, sent []*entry, removed []string) map[string]string {
+	if base == nil {
+		base = make(map[string]string, len(sent))
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, e := range sent {
+		base[e.name] = e.version
+	}
+	for _, name := range removed {
+		delete(base, name)
+	}
+	return base
+}
 
 // returnedAfter returns a new map: base, plus the versions of sent, minus
 // removed. base is not modified.

@@ -236,7 +236,7 @@ func (s *Store) sotwInitial(ts *typeState, typeURL string, w *watch, first bool)
 	if len(set) == 0 {
 		return nil
 	}
-	return &response{req: w.req, view: view, kind: partial, entries: set, base: w.returned}
+	return &response{req: w.req, view: view, kind: partial, entries: set, base: w.returned, mu: &s.mu}
 }
 
 func (s *Store) fullResponse(w *watch, view *typeView) *response {
@@ -267,7 +267,7 @@ func (s *Store) deltaInitial(ts *typeState, typeURL string, w *watch, first bool
 	if len(set) == 0 && len(removed) == 0 && !(first && w.wildcard && knownType(typeURL)) {
 		return nil
 	}
-	return &deltaResponse{req: w.dreq, view: view, set: set, removed: removed, base: w.returned}
+	return &deltaResponse{req: w.dreq, view: view, set: set, removed: removed, base: w.returned, mu: &s.mu}
 }
 
 // notify answers the watches concerned by the changed names (sorted) of ts.
@@ -326,11 +326,11 @@ func (s *Store) respond(ts *typeState, w *watch) {
 	view := ts.view
 	switch {
 	case w.delta:
-		s.sendDelta(w, &deltaResponse{req: w.dreq, view: view, set: w.pendSet, removed: w.pendRemoved, base: w.returned})
+		s.sendDelta(w, &deltaResponse{req: w.dreq, view: view, set: w.pendSet, removed: w.pendRemoved, base: w.returned, mu: &s.mu})
 	case w.full:
 		s.sendSotw(w, s.fullResponse(w, view))
 	default:
-		s.sendSotw(w, &response{req: w.req, view: view, kind: partial, entries: w.pendSet, base: w.returned})
+		s.sendSotw(w, &response{req: w.req, view: view, kind: partial, entries: w.pendSet, base: w.returned, mu: &s.mu})
 	}
 	w.touched, w.pendSet, w.pendRemoved = false, nil, nil
 	w.state = fired

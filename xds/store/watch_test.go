@@ -600,9 +600,11 @@ func TestSharedBytes(t *testing.T) {
 	}
 }
 
-// TestSubscriptionMapsNotModified checks the store never writes to the maps
-// a subscription hands it.
-func TestSubscriptionMapsNotModified(t *testing.T) {
+// TestReturnedMapUpdatedOnSend checks that the store changes a subscription's
+// returned map only when the server sends the response (GetReturnedResources),
+// never while a watch is pending or for a response the server drops, and that
+// it updates the map in place rather than copying it.
+func TestReturnedMapUpdatedOnSend(t *testing.T) {
 	s := New(nil)
 	mustApply(t, s, items(res{edsType, "a", 1}, res{edsType, "b", 1}), nil)
 	returned := map[string]string{"a": "old", "gone": "v"}
@@ -613,12 +615,22 @@ func TestSubscriptionMapsNotModified(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := <-ch
-	got := r.GetReturnedResources()
-	if len(returned) != 2 || returned["a"] != "old" {
-		t.Errorf("subscription map modified: %v", returned)
+	if _, err := r.GetDiscoveryResponse(); err != nil {
+		t.Fatal(err)
 	}
+	if len(returned) != 2 || returned["a"] != "old" {
+		t.Fatalf("subscription map changed before the response was sent: %v", returned)
+	}
+	got := r.GetReturnedResources()
 	if got["a"] != s.mustLookup(t, edsType, "a").Version || got["b"] != s.mustLookup(t, edsType, "b").Version || got["gone"] != "v" {
 		t.Errorf("returned = %v", got)
+	}
+	got["probe"] = "x"
+	if returned["probe"] != "x" {
+		t.Error("returned map was copied, not updated in place")
+	}
+	if again := r.GetReturnedResources(); len(again) != len(got) {
+		t.Error("GetReturnedResources is not idempotent")
 	}
 }
 

@@ -3,12 +3,16 @@ package xds
 import (
 	"context"
 	"log/slog"
+	"slices"
+	"sync"
+	"time"
 
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoregistry"
 
 	"github.com/xdsbridge/xdsbridge/aggregator"
+	"github.com/xdsbridge/xdsbridge/sdk"
 	"github.com/xdsbridge/xdsbridge/xds/store"
 	"github.com/xdsbridge/xdsbridge/xds/translate"
 )
@@ -18,6 +22,10 @@ import (
 type Publisher struct {
 	Store  *store.Store
 	Logger *slog.Logger
+	// Clock, when set, learns the type versions each change publishes and
+	// when the source update behind them was received, for the push
+	// latency histogram. The server reads the same clock.
+	Clock *PushClock
 }
 
 // Publish translates c and applies it. A cluster that fails to translate is
@@ -61,4 +69,117 @@ func (p *Publisher) Publish(_ context.Context, c *aggregator.Change) {
 	if err := p.Store.Apply(set, remove); err != nil {
 		p.Logger.Error("applying resources", "err", err)
 	}
+	if p.Clock != nil {
+		types := make([]string, 0, 4)
+		for _, it := range set {
+			types = append(types, it.TypeURL)
+		}
+		for _, r := range remove {
+			types = append(types, r.TypeURL)
+		}
+		slices.Sort(types)
+		now := time.Now()
+		for _, t := range slices.Compact(types) {
+			p.Clock.published(t, p.Store.TypeVersion(t), now)
+		}
+	}
+}
+
+// Sink is what the plugin host delivers source updates to.
+type Sink interface {
+	Apply(source string, u sdk.Update)
+}
+
+// PushClock measures push latency: from receiving a source update to
+// writing a response that carries it. Put its Sink in front of the
+// aggregator to note when updates arrive, and give it to the Publisher,
+// which stamps each type version it publishes with the time the latest
+// update was received, and to the server, which looks the version of every
+// response it writes up.
+//
+// Updates the aggregator coalesces (within its debounce) are stamped with
+// the latest of them, so latency is measured from the last update of a
+// burst: it leaves out at most the debounce.
+type PushClock struct {
+	mu       sync.Mutex
+	received time.Time
+	versions map[string]*versionLog
+}
+
+// versionLog is a type's last published versions.
+type versionLog struct {
+	stamps [versionsKept]stamp
+	next   int
+}
+
+// versionsKept is how many versions per type the clock remembers: a client
+// that is further behind is no longer being pushed to.
+const versionsKept = 16
+
+type stamp struct {
+	version             string
+	received, published time.Time
+}
+
+// NewPushClock returns a clock that has seen nothing.
+func NewPushClock() *PushClock {
+	return &PushClock{versions: map[string]*versionLog{}}
+}
+
+// Sink returns a Sink that notes when each update carrying data arrives,
+// then hands it to next.
+func (c *PushClock) Sink(next Sink) Sink { return clockSink{c: c, next: next} }
+
+type clockSink struct {
+	c    *PushClock
+	next Sink
+}
+
+func (s clockSink) Apply(source string, u sdk.Update) {
+	if u.Full || len(u.Clusters)+len(u.RemovedClusters)+len(u.Resources)+len(u.RemovedResources) > 0 {
+		now := time.Now()
+		s.c.mu.Lock()
+		s.c.received = now
+		s.c.mu.Unlock()
+	}
+	s.next.Apply(source, u)
+}
+
+func (c *PushClock) published(typeURL, version string, now time.Time) {
+	if version == "" {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	received := c.received
+	if received.IsZero() || received.After(now) {
+		received = now
+	}
+	l := c.versions[typeURL]
+	if l == nil {
+		l = &versionLog{}
+		c.versions[typeURL] = l
+	}
+	l.stamps[l.next] = stamp{version: version, received: received, published: now}
+	l.next = (l.next + 1) % versionsKept
+}
+
+// lookup returns when the update behind a published type version was
+// received and when the version was published.
+func (c *PushClock) lookup(typeURL, version string) (received, published time.Time, ok bool) {
+	if c == nil || version == "" {
+		return time.Time{}, time.Time{}, false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	l := c.versions[typeURL]
+	if l == nil {
+		return time.Time{}, time.Time{}, false
+	}
+	for i := 1; i <= versionsKept; i++ {
+		if s := l.stamps[(l.next-i+versionsKept)%versionsKept]; s.version == version {
+			return s.received, s.published, true
+		}
+	}
+	return time.Time{}, time.Time{}, false
 }

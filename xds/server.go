@@ -3,14 +3,16 @@
 package xds
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	clusterservice "github.com/envoyproxy/go-control-plane/envoy/service/cluster/v3"
@@ -18,11 +20,14 @@ import (
 	endpointservice "github.com/envoyproxy/go-control-plane/envoy/service/endpoint/v3"
 	listenerservice "github.com/envoyproxy/go-control-plane/envoy/service/listener/v3"
 	routeservice "github.com/envoyproxy/go-control-plane/envoy/service/route/v3"
-	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/server/sotw/v3"
+	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
 
+	"github.com/xdsbridge/xdsbridge/xds/conns"
 	"github.com/xdsbridge/xdsbridge/xds/store"
 )
 
@@ -34,13 +39,37 @@ type Options struct {
 	// RESTAddress serves REST-JSON xDS; empty disables it.
 	RESTAddress string
 	Store       *store.Store
+	// Keepalive detects vanished clients and accepts clients' pings on
+	// gRPC connections.
+	Keepalive Keepalive
+	// RateLimit bounds discovery requests, gRPC and REST.
+	RateLimit RateLimit
+	// Clients is the connection registry the server keeps current; nil
+	// keeps a private one.
+	Clients *conns.Registry
+	// Clock, shared with the Publisher, measures push latency; nil
+	// measures none.
+	Clock *PushClock
+	// Metrics is where the server registers its metrics; nil registers
+	// them with a private registry.
+	Metrics prometheus.Registerer
 }
+
+// shutdownGrace bounds how long in-flight responses get at shutdown.
+const shutdownGrace = 5 * time.Second
 
 // Server is the xDS front end.
 type Server struct {
 	opts      Options
 	gate      *gate
 	callbacks *callbacks
+	clients   *conns.Registry
+	metrics   *metrics
+	limiter   *limiter
+
+	// lis is the gRPC listener, set before the first connection.
+	lis          *listener
+	shuttingDown atomic.Bool
 
 	mu       sync.Mutex
 	grpcAddr net.Addr
@@ -49,12 +78,23 @@ type Server struct {
 }
 
 // New returns a Server. Nothing is served until Open is called, though
-// clients may connect and subscribe.
+// clients may connect and subscribe. It registers the server's metrics
+// with opts.Metrics, and panics if they are registered there already.
 func New(opts Options) *Server {
+	if opts.Clients == nil {
+		opts.Clients = conns.New(conns.Options{})
+	}
+	if opts.Metrics == nil {
+		opts.Metrics = prometheus.NewRegistry()
+	}
+	m := newMetrics(opts.Metrics, opts.Clients)
 	return &Server{
 		opts:      opts,
 		gate:      newGate(opts.Store),
-		callbacks: newCallbacks(opts.Logger, opts.Store),
+		callbacks: newCallbacks(opts.Logger, opts.Store, opts.Clients, m),
+		clients:   opts.Clients,
+		metrics:   m,
+		limiter:   newLimiter(opts.RateLimit, m),
 		started:   make(chan struct{}),
 	}
 }
@@ -74,49 +114,73 @@ func (s *Server) Addrs(ctx context.Context) (grpcAddr, restAddr net.Addr, err er
 	return s.grpcAddr, s.restAddr, nil
 }
 
-// Run serves until ctx ends, then stops gracefully: new streams are refused,
-// in-flight responses get up to five seconds.
+func (s *Server) grpcOptions() []grpc.ServerOption {
+	ka := s.opts.Keepalive
+	opts := []grpc.ServerOption{
+		grpc.MaxConcurrentStreams(1 << 20),
+		grpc.StatsHandler(&statsHandler{s: s}),
+		grpc.ChainStreamInterceptor(s.limitRequests),
+	}
+	if ka.Time > 0 {
+		opts = append(opts, grpc.KeepaliveParams(keepalive.ServerParameters{Time: ka.Time, Timeout: ka.Timeout}))
+	}
+	if ka.MinPingInterval > 0 {
+		// Envoy's documented connection_keepalive (interval 30s, timeout
+		// 5s) and gRPC clients (10s at the least) ping less often than
+		// this; accept them rather than sending GOAWAY too_many_pings.
+		opts = append(opts, grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
+			MinTime: ka.MinPingInterval, PermitWithoutStream: ka.PermitWithoutStream}))
+	}
+	return opts
+}
+
+// Run serves until ctx ends, then stops gracefully: it stops accepting
+// connections and sends every client GOAWAY, ends every xDS stream once
+// its response in flight is written, and gives that up to five seconds
+// before closing what is left.
 func (s *Server) Run(ctx context.Context) error {
-	xdsServer := serverv3.NewServer(ctx, s.gate, s.callbacks,
+	// Streams end when streamsCtx does: at shutdown, after the listener
+	// is closed, so that clients reconnect to another replica, not here.
+	streamsCtx, endStreams := context.WithCancel(context.WithoutCancel(ctx))
+	defer endStreams()
+	xdsServer := serverv3.NewServer(streamsCtx, s.gate, s.callbacks,
 		sotw.WithOrderedADS(),
 		sotw.WithLogger(goControlPlaneLogger{s.opts.Logger}),
 	)
 
-	gs := grpc.NewServer(
-		grpc.MaxConcurrentStreams(1<<20),
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
-		// Envoy's documented connection_keepalive pings can be as frequent
-		// as every few seconds; accept them instead of sending GOAWAY.
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: time.Second, PermitWithoutStream: true}),
-	)
+	gs := grpc.NewServer(s.grpcOptions()...)
 	discoverygrpc.RegisterAggregatedDiscoveryServiceServer(gs, xdsServer)
 	clusterservice.RegisterClusterDiscoveryServiceServer(gs, xdsServer)
 	endpointservice.RegisterEndpointDiscoveryServiceServer(gs, xdsServer)
 	listenerservice.RegisterListenerDiscoveryServiceServer(gs, xdsServer)
 	routeservice.RegisterRouteDiscoveryServiceServer(gs, xdsServer)
 
-	var lc net.ListenConfig
-	gl, err := lc.Listen(ctx, "tcp", s.opts.GRPCAddress)
+	gl, err := listen(ctx, s.opts.GRPCAddress, s.opts.Keepalive, s.opts.Logger)
 	if err != nil {
 		return fmt.Errorf("xds: listen grpc: %w", err)
 	}
+	s.lis = gl
 	var (
 		hs *http.Server
 		hl net.Listener
 	)
 	if s.opts.RESTAddress != "" {
+		lc := net.ListenConfig{KeepAliveConfig: s.opts.Keepalive.tcpKeepalive()}
 		hl, err = lc.Listen(ctx, "tcp", s.opts.RESTAddress)
 		if err != nil {
 			gl.Close()
 			return fmt.Errorf("xds: listen rest: %w", err)
 		}
 		hs = &http.Server{
-			Handler:           restHandler(&serverv3.HTTPGateway{Server: xdsServer}, s.opts.Logger),
+			Handler:           s.restHandler(&serverv3.HTTPGateway{Server: xdsServer}),
 			ReadHeaderTimeout: 10 * time.Second,
 			ReadTimeout:       30 * time.Second,
 			WriteTimeout:      60 * time.Second,
 			IdleTimeout:       2 * time.Minute,
 			MaxHeaderBytes:    64 << 10,
+			ConnContext: func(ctx context.Context, _ net.Conn) context.Context {
+				return context.WithValue(ctx, restConnKey{}, s.limiter.forConn())
+			},
 		}
 	}
 	s.mu.Lock()
@@ -126,7 +190,9 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	close(s.started)
-	s.opts.Logger.Info("serving xds", "grpc", gl.Addr().String(), "rest", addrString(hl))
+	s.opts.Logger.Info("serving xds", "grpc", gl.Addr().String(), "rest", listenerAddr(hl),
+		"keepalive_time", s.opts.Keepalive.Time, "keepalive_timeout", s.opts.Keepalive.Timeout,
+		"vanished_client_evicted_within", s.opts.Keepalive.Bound())
 
 	errc := make(chan error, 2)
 	var wg sync.WaitGroup
@@ -138,25 +204,17 @@ func (s *Server) Run(ctx context.Context) error {
 			}
 		})
 	}
+	sweepCtx, stopSweep := context.WithCancel(ctx)
+	defer stopSweep()
+	wg.Go(func() { _ = s.clients.Run(sweepCtx) })
 
 	var runErr error
 	select {
 	case <-ctx.Done():
 	case runErr = <-errc:
 	}
-	stopped := make(chan struct{})
-	go func() { gs.GracefulStop(); close(stopped) }()
-	select {
-	case <-stopped:
-	case <-time.After(5 * time.Second):
-		gs.Stop()
-		<-stopped
-	}
-	if hs != nil {
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		_ = hs.Shutdown(sctx)
-		cancel()
-	}
+	s.shutdown(gs, gl, hs, endStreams)
+	stopSweep()
 	wg.Wait()
 	if runErr != nil {
 		return fmt.Errorf("xds: serve: %w", runErr)
@@ -164,7 +222,37 @@ func (s *Server) Run(ctx context.Context) error {
 	return nil
 }
 
-func addrString(l net.Listener) string {
+// shutdown stops accepting and sends GOAWAY (GracefulStop), then ends the
+// streams, and waits up to shutdownGrace for them and for REST requests.
+func (s *Server) shutdown(gs *grpc.Server, gl *listener, hs *http.Server, endStreams func()) {
+	s.shuttingDown.Store(true)
+	deadline := time.Now().Add(shutdownGrace)
+	stopped := make(chan struct{})
+	go func() { gs.GracefulStop(); close(stopped) }()
+	select {
+	case <-gl.Closed():
+	case <-stopped:
+	}
+	endStreams()
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	select {
+	case <-stopped:
+	case <-t.C:
+		s.opts.Logger.Warn("streams did not end within the shutdown grace period; closing them", "grace", shutdownGrace)
+		gs.Stop()
+		<-stopped
+	}
+	if hs != nil {
+		sctx, cancel := context.WithDeadline(context.Background(), deadline)
+		if err := hs.Shutdown(sctx); err != nil {
+			_ = hs.Close()
+		}
+		cancel()
+	}
+}
+
+func listenerAddr(l net.Listener) string {
 	if l == nil {
 		return ""
 	}
@@ -174,21 +262,39 @@ func addrString(l net.Listener) string {
 // maxRESTBody bounds a REST discovery request.
 const maxRESTBody = 4 << 20
 
-func restHandler(gw *serverv3.HTTPGateway, logger *slog.Logger) http.Handler {
+// restConnKey holds a REST connection's rate limit bucket.
+type restConnKey struct{}
+
+func (s *Server) restHandler(gw *serverv3.HTTPGateway) http.Handler {
+	logger := s.opts.Logger
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost {
 			w.Header().Set("Allow", http.MethodPost)
 			http.Error(w, "xds: use POST /v3/discovery:clusters|endpoints|listeners|routes", http.StatusMethodNotAllowed)
 			return
 		}
-		r.Body = http.MaxBytesReader(w, r.Body, maxRESTBody)
+		lim, _ := r.Context().Value(restConnKey{}).(*rate.Limiter)
+		if err := s.limiter.wait(r.Context(), lim, nil); err != nil {
+			return // the client went away
+		}
+		// Read the body here: the gateway reports any read error as 400.
+		req, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRESTBody))
+		if err != nil {
+			var mbe *http.MaxBytesError
+			if errors.As(err, &mbe) {
+				http.Error(w, fmt.Sprintf("xds: request body larger than %d bytes", maxRESTBody), http.StatusRequestEntityTooLarge)
+				return
+			}
+			http.Error(w, "xds: cannot read body: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(req))
+		call := &restCall{peer: r.RemoteAddr}
+		r = r.WithContext(withRESTCall(r.Context(), call))
 		body, code, err := gw.ServeHTTP(r)
+		s.callbacks.fetchDone(call, code, len(body))
 		if err != nil {
 			msg := err.Error()
-			var mbe *http.MaxBytesError
-			if errors.As(err, &mbe) || strings.Contains(msg, "request body too large") {
-				code = http.StatusRequestEntityTooLarge
-			}
 			logger.Debug("rest request failed", "path", r.URL.Path, "code", code, "err", err)
 			http.Error(w, "xds: "+msg, code)
 			return
@@ -206,7 +312,15 @@ func restHandler(gw *serverv3.HTTPGateway, logger *slog.Logger) http.Handler {
 // goControlPlaneLogger adapts slog to go-control-plane's logger.
 type goControlPlaneLogger struct{ l *slog.Logger }
 
-func (g goControlPlaneLogger) Debugf(format string, args ...any) { g.l.Debug(fmt.Sprintf(format, args...)) }
-func (g goControlPlaneLogger) Infof(format string, args ...any)  { g.l.Debug(fmt.Sprintf(format, args...)) }
-func (g goControlPlaneLogger) Warnf(format string, args ...any)  { g.l.Warn(fmt.Sprintf(format, args...)) }
-func (g goControlPlaneLogger) Errorf(format string, args ...any) { g.l.Error(fmt.Sprintf(format, args...)) }
+func (g goControlPlaneLogger) Debugf(format string, args ...any) {
+	g.l.Debug(fmt.Sprintf(format, args...))
+}
+func (g goControlPlaneLogger) Infof(format string, args ...any) {
+	g.l.Debug(fmt.Sprintf(format, args...))
+}
+func (g goControlPlaneLogger) Warnf(format string, args ...any) {
+	g.l.Warn(fmt.Sprintf(format, args...))
+}
+func (g goControlPlaneLogger) Errorf(format string, args ...any) {
+	g.l.Error(fmt.Sprintf(format, args...))
+}

@@ -11,11 +11,15 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
 	"github.com/xdsbridge/xdsbridge/aggregator"
 	"github.com/xdsbridge/xdsbridge/internal/admin"
 	"github.com/xdsbridge/xdsbridge/internal/config"
 	"github.com/xdsbridge/xdsbridge/internal/host"
 	"github.com/xdsbridge/xdsbridge/xds"
+	"github.com/xdsbridge/xdsbridge/xds/conns"
 	"github.com/xdsbridge/xdsbridge/xds/store"
 	"github.com/xdsbridge/xdsbridge/xds/translate"
 )
@@ -97,14 +101,36 @@ from the source plugins configured in the file. Stops cleanly on SIGINT or SIGTE
 // serve wires the data path — host → aggregator → publisher → store →
 // xDS server — and runs it until ctx ends or a component fails.
 func serve(ctx context.Context, cfg *config.Config, plugins []host.Plugin, logger *slog.Logger) error {
+	metrics := prometheus.NewRegistry()
+	metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	clients := conns.New(conns.Options{
+		History:  cfg.XDS.Clients.DisconnectHistory,
+		RESTIdle: cfg.XDS.Clients.RESTIdleTimeout,
+	})
+	clock := xds.NewPushClock()
 	st := store.New(logger.With("component", "store"))
+	ka := cfg.XDS.Keepalive
+	rl := cfg.XDS.RateLimit
 	srv := xds.New(xds.Options{
 		Logger:      logger.With("component", "xds"),
 		GRPCAddress: cfg.XDS.GRPCAddress,
 		RESTAddress: cfg.XDS.RESTAddress,
 		Store:       st,
+		Keepalive: xds.Keepalive{
+			Time:                ka.Time,
+			Timeout:             ka.Timeout,
+			MinPingInterval:     ka.MinPingInterval,
+			PermitWithoutStream: ka.PermitWithoutStream,
+		},
+		RateLimit: xds.RateLimit{
+			PerConnection: xds.Bucket{Rate: rl.PerConnection.Rate, Burst: rl.PerConnection.Burst},
+			Total:         xds.Bucket{Rate: rl.Total.Rate, Burst: rl.Total.Burst},
+		},
+		Clients: clients,
+		Clock:   clock,
+		Metrics: metrics,
 	})
-	pub := &xds.Publisher{Store: st, Logger: logger.With("component", "publisher")}
+	pub := &xds.Publisher{Store: st, Logger: logger.With("component", "publisher"), Clock: clock}
 	names := make([]string, len(plugins))
 	for i, p := range plugins {
 		names[i] = p.Name
@@ -117,7 +143,8 @@ func serve(ctx context.Context, cfg *config.Config, plugins []host.Plugin, logge
 		CheckOverlay: translate.ValidateOverlay,
 		Publish:      pub.Publish,
 	})
-	h := host.New(host.Options{Logger: logger.With("component", "host"), Sink: agg}, plugins)
+	h := host.New(host.Options{Logger: logger.With("component", "host"), Sink: clock.Sink(agg)}, plugins)
+	metrics.MustRegister(admin.NewSourceCollector(h, agg))
 
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -138,6 +165,8 @@ func serve(ctx context.Context, cfg *config.Config, plugins []host.Plugin, logge
 			Store:      st,
 			Host:       h,
 			Aggregator: agg,
+			Clients:    clients,
+			Metrics:    metrics,
 		})
 		start("admin", adm.Run)
 	}

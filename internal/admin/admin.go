@@ -1,5 +1,6 @@
 // Package admin serves xdsbridge's operator endpoints: health, readiness,
-// and debug views of what is served and where it came from.
+// Prometheus metrics, profiles, and debug views of what is served, where it
+// came from, and who is connected.
 package admin
 
 import (
@@ -10,13 +11,17 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/xdsbridge/xdsbridge/aggregator"
 	"github.com/xdsbridge/xdsbridge/internal/host"
+	"github.com/xdsbridge/xdsbridge/xds/conns"
 	"github.com/xdsbridge/xdsbridge/xds/store"
 )
 
@@ -28,6 +33,10 @@ type Options struct {
 	Store      *store.Store
 	Host       *host.Host
 	Aggregator *aggregator.Aggregator
+	// Clients is the xDS connection registry behind /debug/clients.
+	Clients *conns.Registry
+	// Metrics is what /metrics serves.
+	Metrics prometheus.Gatherer
 }
 
 // Server is the admin HTTP server.
@@ -70,7 +79,26 @@ func (s *Server) Handler() http.Handler {
 	})
 	mux.HandleFunc("GET /debug/resources", s.resources)
 	mux.HandleFunc("GET /debug/sources", s.sources)
+	mux.HandleFunc("GET /debug/clients", s.clients)
+	if s.opts.Metrics != nil {
+		mux.Handle("GET /metrics", promhttp.HandlerFor(s.opts.Metrics, promhttp.HandlerOpts{}))
+	}
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("POST /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	return mux
+}
+
+// clients serves the connection registry; ?node=ID narrows it to a node.
+func (s *Server) clients(w http.ResponseWriter, r *http.Request) {
+	if s.opts.Clients == nil {
+		http.Error(w, "no connection registry", http.StatusNotFound)
+		return
+	}
+	writeJSON(w, s.opts.Clients.Snapshot(r.URL.Query().Get("node")))
 }
 
 // resource is one served resource in /debug/resources.
@@ -114,17 +142,46 @@ func shortType(typeURL string) string {
 	return typeURL
 }
 
+// source is one plugin in /debug/sources. Every field is always present.
+type source struct {
+	Name string `json:"name"`
+	// Plugin and Version are what the plugin reports about itself.
+	Plugin  string `json:"plugin"`
+	Version string `json:"version"`
+	// State is the plugin process's: starting, running, backoff, stopped.
+	State string    `json:"state"`
+	Since time.Time `json:"since"`
+	// Pid is the plugin process's id; 0 while it is not running.
+	Pid       int    `json:"pid"`
+	Restarts  int    `json:"restarts"`
+	LastError string `json:"last_error"`
+	// LastUpdate is when the plugin last sent data; null before it has.
+	LastUpdate *time.Time `json:"last_update"`
+	// SourceState is the state the plugin reports for its registry:
+	// connected, disconnected or unknown, with SourceReason.
+	SourceState  string `json:"source_state"`
+	SourceReason string `json:"source_reason"`
+	// Connected is the xdsbridge_source_connected_state gauge.
+	Connected bool `json:"connected"`
+	FullState bool `json:"full_state_received"`
+	Clusters  int  `json:"clusters"`
+}
+
 func (s *Server) sources(w http.ResponseWriter, _ *http.Request) {
-	type source struct {
-		host.Status
-		FullState bool `json:"full_state_received"`
-		Clusters  int  `json:"clusters"`
-	}
 	agg := s.opts.Aggregator.SourceStatuses()
-	var out []source
+	out := []source{}
 	for _, st := range s.opts.Host.Statuses() {
 		a := agg[st.Name]
-		out = append(out, source{Status: st, FullState: a.Full, Clusters: a.Clusters})
+		src := source{
+			Name: st.Name, Plugin: st.Plugin, Version: st.Version, State: st.State, Since: st.Since, Pid: st.Pid,
+			Restarts: st.Restarts, LastError: st.LastError, SourceState: st.Source, SourceReason: st.SourceReason,
+			Connected: connected(st, a), FullState: a.Full, Clusters: a.Clusters,
+		}
+		if !st.LastUpdate.IsZero() {
+			t := st.LastUpdate
+			src.LastUpdate = &t
+		}
+		out = append(out, src)
 	}
 	writeJSON(w, map[string]any{"sources": out, "rejected": s.opts.Aggregator.Rejected()})
 }
@@ -151,7 +208,8 @@ func (s *Server) Run(ctx context.Context) error {
 	hs := &http.Server{
 		Handler:           s.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
-		WriteTimeout:      30 * time.Second,
+		// Longer than a default 30s CPU profile from /debug/pprof/profile.
+		WriteTimeout: 90 * time.Second,
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(l) }()

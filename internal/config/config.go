@@ -41,7 +41,8 @@ type Config struct {
 	Plugins []Plugin
 }
 
-// XDS is the `xds` section: where the xDS server listens.
+// XDS is the `xds` section: where the xDS server listens, how it finds
+// vanished clients, and how many requests it takes in.
 type XDS struct {
 	// GRPCAddress serves CDS, EDS, LDS, RDS and ADS, state-of-the-world and
 	// delta. Default "127.0.0.1:5678". Port 0 picks a free port.
@@ -49,11 +50,76 @@ type XDS struct {
 	// RESTAddress serves REST-JSON xDS (POST /v3/discovery:clusters, …).
 	// Default "127.0.0.1:5679"; "" disables it.
 	RESTAddress string
+	// Keepalive is `xds.keepalive`.
+	Keepalive Keepalive
+	// RateLimit is `xds.rate_limit`.
+	RateLimit RateLimit
+	// Clients is `xds.clients`.
+	Clients Clients
+}
+
+// Keepalive is the `xds.keepalive` block: how the server finds clients
+// that vanished without closing their connection (host gone, link cut,
+// process frozen), and which client pings it accepts.
+//
+// A vanished client is disconnected, and leaves /debug/clients and the
+// connected-clients gauge, within Time+Timeout of the last thing it sent.
+type Keepalive struct {
+	// Time is how long a connection may stay silent before the server
+	// sends an HTTP/2 PING; TCP keepalive probes start after the same idle
+	// time. Default 30s; at least 1s.
+	Time time.Duration
+	// Timeout is how long the PING may go unanswered before the
+	// connection is closed. It is also the TCP keepalive probe interval
+	// and the sockets' TCP_USER_TIMEOUT. Default 10s; must be positive.
+	Timeout time.Duration
+	// MinPingInterval is how often clients may ping. A client that pings
+	// more often (three times in a row with no data sent in between) gets
+	// GOAWAY too_many_pings. Default 5s, below Envoy's documented
+	// connection_keepalive interval (30s, jittered by 15%) and gRPC
+	// clients' minimum (10s); must be positive.
+	MinPingInterval time.Duration
+	// PermitWithoutStream accepts client pings on a connection that has no
+	// open stream. Default true.
+	PermitWithoutStream bool
+}
+
+// RateLimit is the `xds.rate_limit` block: token buckets for discovery
+// requests (gRPC and REST). A request over a limit is delayed, never
+// refused, so a reconnect storm or a misbehaving client slows down instead
+// of starving the server.
+type RateLimit struct {
+	// PerConnection limits each connection. Default 50 requests/s, burst 100.
+	PerConnection Bucket
+	// Total limits all connections together. Default 2000 requests/s,
+	// burst 4000.
+	Total Bucket
+}
+
+// Bucket is a token bucket.
+type Bucket struct {
+	// Rate is requests per second; 0 does not limit.
+	Rate float64
+	// Burst is how many requests may go through at once; at least 1 when
+	// Rate is set.
+	Burst int
+}
+
+// Clients is the `xds.clients` block: what the connection registry keeps.
+type Clients struct {
+	// DisconnectHistory is how many recent disconnects /debug/clients
+	// keeps, with their reasons. Default 100; 0 keeps none; at most 10000.
+	DisconnectHistory int
+	// RESTIdleTimeout is how long a REST client (which has no connection
+	// to lose) is remembered after its last request. Default 5m; must be
+	// positive.
+	RESTIdleTimeout time.Duration
 }
 
 // Admin is the `admin` section.
 type Admin struct {
-	// Address serves /metrics, /healthz, /readyz and /debug. Default
+	// Address serves /metrics, /healthz, /readyz, /debug/clients,
+	// /debug/sources, /debug/resources and /debug/pprof/. Default
 	// "127.0.0.1:9902"; "" disables it.
 	Address string
 }
@@ -118,6 +184,20 @@ func Default() *Config {
 		XDS: XDS{
 			GRPCAddress: "127.0.0.1:5678",
 			RESTAddress: "127.0.0.1:5679",
+			Keepalive: Keepalive{
+				Time:                30 * time.Second,
+				Timeout:             10 * time.Second,
+				MinPingInterval:     5 * time.Second,
+				PermitWithoutStream: true,
+			},
+			RateLimit: RateLimit{
+				PerConnection: Bucket{Rate: 50, Burst: 100},
+				Total:         Bucket{Rate: 2000, Burst: 4000},
+			},
+			Clients: Clients{
+				DisconnectHistory: 100,
+				RESTIdleTimeout:   5 * time.Minute,
+			},
 		},
 		Admin: Admin{
 			Address: "127.0.0.1:9902",

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -79,10 +80,34 @@ type view struct {
 	File, Dir    string
 	GRPCAddress  string
 	RESTAddress  string
+	Keepalive    keepaliveView
+	RateLimit    rateLimitView
+	Clients      clientsView
 	AdminAddress string
 	Debounce     string
 	ReadyTimeout string
 	Plugins      []pluginView
+}
+
+type keepaliveView struct {
+	Time, Timeout, MinPingInterval string
+	PermitWithoutStream            bool
+}
+
+type rateLimitView struct {
+	PerConnection, Total string
+}
+
+type clientsView struct {
+	DisconnectHistory int
+	RESTIdleTimeout   string
+}
+
+func bucketString(b Bucket) string {
+	if b.Rate == 0 {
+		return "unlimited"
+	}
+	return fmt.Sprintf("%g/s burst %d", b.Rate, b.Burst)
 }
 
 type pluginView struct {
@@ -99,6 +124,12 @@ func render(c *Config) string {
 	v := view{
 		File: c.File, Dir: c.Dir,
 		GRPCAddress: c.XDS.GRPCAddress, RESTAddress: c.XDS.RESTAddress,
+		Keepalive: keepaliveView{
+			Time: c.XDS.Keepalive.Time.String(), Timeout: c.XDS.Keepalive.Timeout.String(),
+			MinPingInterval: c.XDS.Keepalive.MinPingInterval.String(), PermitWithoutStream: c.XDS.Keepalive.PermitWithoutStream,
+		},
+		RateLimit:    rateLimitView{PerConnection: bucketString(c.XDS.RateLimit.PerConnection), Total: bucketString(c.XDS.RateLimit.Total)},
+		Clients:      clientsView{DisconnectHistory: c.XDS.Clients.DisconnectHistory, RESTIdleTimeout: c.XDS.Clients.RESTIdleTimeout.String()},
 		AdminAddress: c.Admin.Address,
 		Debounce:     c.Aggregator.Debounce.String(), ReadyTimeout: c.Aggregator.ReadyTimeout.String(),
 	}
@@ -350,5 +381,40 @@ func TestConfigBlockForPlugins(t *testing.T) {
 	}
 	if got := cfg.Plugins[2].Locate(ces[0].Path); got != 16 {
 		t.Errorf("Locate(%q) = %d, want 16", ces[0].Path, got)
+	}
+}
+
+// TestShippedCommentedDefaults uncomments the xds keys the shipped
+// plugins.yaml documents and checks they parse to the defaults, so that the
+// file and Default() cannot drift apart.
+func TestShippedCommentedDefaults(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("..", "..", "plugins.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	inXDS, uncommented := false, 0
+	for _, line := range strings.Split(string(data), "\n") {
+		switch {
+		case strings.HasPrefix(line, "xds:"):
+			inXDS = true
+		case line != "" && !strings.HasPrefix(line, " ") && !strings.HasPrefix(line, "#"):
+			inXDS = false
+		case inXDS && strings.HasPrefix(line, "  # "):
+			line = "  " + strings.TrimPrefix(line, "  # ")
+			uncommented++
+		}
+		out = append(out, line)
+	}
+	if uncommented < 10 {
+		t.Fatalf("found %d commented xds keys in plugins.yaml, want the keepalive, rate_limit and clients blocks", uncommented)
+	}
+	cfg, err := Parse("plugins.yaml", []byte(strings.Join(out, "\n")))
+	if err != nil {
+		t.Fatalf("plugins.yaml with its xds keys uncommented: %v", err)
+	}
+	want := Default().XDS
+	if diff := cmp.Diff(want, cfg.XDS); diff != "" {
+		t.Errorf("documented xds keys differ from the defaults (-want +got):\n%s", diff)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 	"net"
 	"net/netip"
 	"os"
@@ -343,6 +344,59 @@ func (p *parser) duration(path string, k, v *yaml.Node) (time.Duration, bool) {
 	return d, true
 }
 
+// boolean reads true or false.
+func (p *parser) boolean(path string, k, v *yaml.Node) (bool, bool) {
+	v = resolve(v)
+	if v.Kind != yaml.ScalarNode || v.ShortTag() != "!!bool" {
+		p.errorf(k.Line, "%s: expected true or false, found %s", path, describe(v))
+		return false, false
+	}
+	var b bool
+	if err := v.Decode(&b); err != nil {
+		p.errorf(k.Line, "%s: expected true or false, found %s", path, describe(v))
+		return false, false
+	}
+	return b, true
+}
+
+// number reads a non-negative number such as 50 or 0.5.
+func (p *parser) number(path string, k, v *yaml.Node) (float64, bool) {
+	v = resolve(v)
+	if v.Kind != yaml.ScalarNode || (v.ShortTag() != "!!int" && v.ShortTag() != "!!float") {
+		p.errorf(k.Line, "%s: expected a number, found %s", path, describe(v))
+		return 0, false
+	}
+	f, err := strconv.ParseFloat(strings.ReplaceAll(v.Value, "_", ""), 64)
+	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+		p.errorf(k.Line, "%s: invalid number %q", path, v.Value)
+		return 0, false
+	}
+	if f < 0 {
+		p.errorf(k.Line, "%s: must not be negative, got %s", path, v.Value)
+		return 0, false
+	}
+	return f, true
+}
+
+// integer reads a whole number in [lo, hi].
+func (p *parser) integer(path string, k, v *yaml.Node, lo, hi int) (int, bool) {
+	v = resolve(v)
+	if v.Kind != yaml.ScalarNode || v.ShortTag() != "!!int" {
+		p.errorf(k.Line, "%s: expected a whole number, found %s", path, describe(v))
+		return 0, false
+	}
+	var n int
+	if err := v.Decode(&n); err != nil {
+		p.errorf(k.Line, "%s: invalid whole number %q", path, v.Value)
+		return 0, false
+	}
+	if n < lo || n > hi {
+		p.errorf(k.Line, "%s: %d out of range (%d-%d)", path, n, lo, hi)
+		return 0, false
+	}
+	return n, true
+}
+
 // listener records an address key for the check that no two listeners
 // share an address.
 type listener struct {
@@ -413,9 +467,22 @@ func (p *parser) root(n *yaml.Node, cfg *Config) {
 	p.fields("", nil, n, []string{"xds", "admin", "aggregator", "plugins"}, func(name string, k, v *yaml.Node) {
 		switch name {
 		case "xds":
-			p.fields("xds", k, v, []string{"grpc_address", "rest_address"}, func(name string, k, v *yaml.Node) {
+			p.fields("xds", k, v, []string{"grpc_address", "rest_address", "keepalive", "rate_limit", "clients"}, func(name string, k, v *yaml.Node) {
 				path := "xds." + name
 				switch name {
+				case "keepalive":
+					p.keepalive(path, k, v, &cfg.XDS.Keepalive)
+				case "rate_limit":
+					p.fields(path, k, v, []string{"per_connection", "total"}, func(name string, k, v *yaml.Node) {
+						switch name {
+						case "per_connection":
+							p.bucket(path+"."+name, k, v, &cfg.XDS.RateLimit.PerConnection)
+						case "total":
+							p.bucket(path+"."+name, k, v, &cfg.XDS.RateLimit.Total)
+						}
+					})
+				case "clients":
+					p.clients(path, k, v, &cfg.XDS.Clients)
 				case "grpc_address":
 					if s, ok := p.address(path, k, v, false); ok {
 						cfg.XDS.GRPCAddress = s
@@ -453,6 +520,75 @@ func (p *parser) root(n *yaml.Node, cfg *Config) {
 		}
 	})
 	p.checkListeners(listeners)
+}
+
+// keepalive walks xds.keepalive over the defaults in ka.
+func (p *parser) keepalive(path string, k, v *yaml.Node, ka *Keepalive) {
+	known := []string{"time", "timeout", "min_ping_interval", "permit_without_stream"}
+	p.fields(path, k, v, known, func(name string, k, v *yaml.Node) {
+		kpath := path + "." + name
+		if name == "permit_without_stream" {
+			if b, ok := p.boolean(kpath, k, v); ok {
+				ka.PermitWithoutStream = b
+			}
+			return
+		}
+		d, ok := p.duration(kpath, k, v)
+		if !ok {
+			return
+		}
+		switch {
+		case name == "time" && d < time.Second:
+			p.errorf(k.Line, "%s: must be at least 1s (gRPC pings at most once a second), got %s", kpath, d)
+		case d == 0:
+			p.errorf(k.Line, "%s: must be positive", kpath)
+		case name == "time":
+			ka.Time = d
+		case name == "timeout":
+			ka.Timeout = d
+		case name == "min_ping_interval":
+			ka.MinPingInterval = d
+		}
+	})
+}
+
+// bucket walks a rate limit bucket over the defaults in b.
+func (p *parser) bucket(path string, k, v *yaml.Node, b *Bucket) {
+	p.fields(path, k, v, []string{"rate", "burst"}, func(name string, k, v *yaml.Node) {
+		kpath := path + "." + name
+		switch name {
+		case "rate":
+			if f, ok := p.number(kpath, k, v); ok {
+				b.Rate = f
+			}
+		case "burst":
+			if n, ok := p.integer(kpath, k, v, 1, 1_000_000); ok {
+				b.Burst = n
+			}
+		}
+	})
+}
+
+// clients walks xds.clients over the defaults in c.
+func (p *parser) clients(path string, k, v *yaml.Node, c *Clients) {
+	p.fields(path, k, v, []string{"disconnect_history", "rest_idle_timeout"}, func(name string, k, v *yaml.Node) {
+		kpath := path + "." + name
+		switch name {
+		case "disconnect_history":
+			if n, ok := p.integer(kpath, k, v, 0, 10000); ok {
+				c.DisconnectHistory = n
+			}
+		case "rest_idle_timeout":
+			d, ok := p.duration(kpath, k, v)
+			switch {
+			case !ok:
+			case d == 0:
+				p.errorf(k.Line, "%s: must be positive", kpath)
+			default:
+				c.RESTIdleTimeout = d
+			}
+		}
+	})
 }
 
 // checkListeners reports two listeners on one address. Port 0 picks a free

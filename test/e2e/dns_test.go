@@ -13,7 +13,9 @@ import (
 	"github.com/xdsbridge/xdsbridge/test/dnsserver"
 )
 
-func containsFold(s, sub string) bool { return strings.Contains(strings.ToLower(s), strings.ToLower(sub)) }
+func containsFold(s, sub string) bool {
+	return strings.Contains(strings.ToLower(s), strings.ToLower(sub))
+}
 
 func (s *syncBuffer) contains(sub string) bool { return strings.Contains(s.String(), sub) }
 

@@ -20,6 +20,10 @@ import (
 	endpointservice "github.com/envoyproxy/go-control-plane/envoy/service/endpoint/v3"
 	listenerservice "github.com/envoyproxy/go-control-plane/envoy/service/listener/v3"
 	routeservice "github.com/envoyproxy/go-control-plane/envoy/service/route/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/server/config"
+	"github.com/envoyproxy/go-control-plane/pkg/server/delta/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/server/rest/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/server/sotw/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"github.com/prometheus/client_golang/prometheus"
@@ -38,6 +42,10 @@ type Options struct {
 	GRPCAddress string
 	// RESTAddress serves REST-JSON xDS; empty disables it.
 	RESTAddress string
+	// RESTCluster names the cluster in REST clients' bootstraps that points
+	// at RESTAddress: clusters served over REST fetch their endpoints from
+	// it. Empty serves REST clients the clusters gRPC clients get.
+	RESTCluster string
 	Store       *store.Store
 	// Keepalive detects vanished clients and accepts clients' pings on
 	// gRPC connections.
@@ -143,9 +151,15 @@ func (s *Server) Run(ctx context.Context) error {
 	// is closed, so that clients reconnect to another replica, not here.
 	streamsCtx, endStreams := context.WithCancel(context.WithoutCancel(ctx))
 	defer endStreams()
-	xdsServer := serverv3.NewServer(streamsCtx, s.gate, s.callbacks,
-		sotw.WithOrderedADS(),
-		sotw.WithLogger(goControlPlaneLogger{s.opts.Logger}),
+	xdsOpts := []config.XDSOption{sotw.WithOrderedADS(), sotw.WithLogger(goControlPlaneLogger{s.opts.Logger})}
+	var fetcher cache.ConfigFetcher = s.gate
+	if s.opts.RESTCluster != "" {
+		fetcher = newRESTClusters(s.gate, s.opts.RESTCluster)
+	}
+	xdsServer := serverv3.NewServerAdvanced(
+		rest.NewServer(fetcher, s.callbacks),
+		sotw.NewServer(streamsCtx, s.gate, s.callbacks, xdsOpts...),
+		delta.NewServer(streamsCtx, s.gate, s.callbacks, xdsOpts...),
 	)
 
 	gs := grpc.NewServer(s.grpcOptions()...)

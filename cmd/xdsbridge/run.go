@@ -115,6 +115,7 @@ func serve(ctx context.Context, cfg *config.Config, plugins []host.Plugin, logge
 		Logger:      logger.With("component", "xds"),
 		GRPCAddress: cfg.XDS.GRPCAddress,
 		RESTAddress: cfg.XDS.RESTAddress,
+		RESTCluster: cfg.XDS.RESTCluster,
 		Store:       st,
 		Keepalive: xds.Keepalive{
 			Time:                ka.Time,

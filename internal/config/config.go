@@ -50,6 +50,10 @@ type XDS struct {
 	// RESTAddress serves REST-JSON xDS (POST /v3/discovery:clusters, …).
 	// Default "127.0.0.1:5679"; "" disables it.
 	RESTAddress string
+	// RESTCluster is the name of the cluster in REST clients' bootstraps that
+	// points at RESTAddress. Clusters served over REST fetch their endpoints
+	// from it (clients on gRPC get theirs over ADS). Default "xds_rest".
+	RESTCluster string
 	// Keepalive is `xds.keepalive`.
 	Keepalive Keepalive
 	// RateLimit is `xds.rate_limit`.
@@ -184,6 +188,7 @@ func Default() *Config {
 		XDS: XDS{
 			GRPCAddress: "127.0.0.1:5678",
 			RESTAddress: "127.0.0.1:5679",
+			RESTCluster: "xds_rest",
 			Keepalive: Keepalive{
 				Time:                30 * time.Second,
 				Timeout:             10 * time.Second,

@@ -467,7 +467,7 @@ func (p *parser) root(n *yaml.Node, cfg *Config) {
 	p.fields("", nil, n, []string{"xds", "admin", "aggregator", "plugins"}, func(name string, k, v *yaml.Node) {
 		switch name {
 		case "xds":
-			p.fields("xds", k, v, []string{"grpc_address", "rest_address", "keepalive", "rate_limit", "clients"}, func(name string, k, v *yaml.Node) {
+			p.fields("xds", k, v, []string{"grpc_address", "rest_address", "rest_cluster", "keepalive", "rate_limit", "clients"}, func(name string, k, v *yaml.Node) {
 				path := "xds." + name
 				switch name {
 				case "keepalive":
@@ -492,6 +492,14 @@ func (p *parser) root(n *yaml.Node, cfg *Config) {
 					if s, ok := p.address(path, k, v, true); ok {
 						cfg.XDS.RESTAddress = s
 						listen(path, k, s)
+					}
+				case "rest_cluster":
+					if s, ok := p.str(path, k, v); ok {
+						if s == "" {
+							p.errorf(v.Line, "%s: must not be empty: it names the cluster in REST clients' bootstraps that points at rest_address", path)
+						} else {
+							cfg.XDS.RESTCluster = s
+						}
 					}
 				}
 			})

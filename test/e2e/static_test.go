@@ -253,6 +253,18 @@ func TestREST(t *testing.T) {
 	if code != 200 || len(cds.GetResources()) != 2 || cds.GetVersionInfo() == "" {
 		t.Fatalf("CDS: code %d, %d resources, version %q", code, len(cds.GetResources()), cds.GetVersionInfo())
 	}
+	// Over REST there is no ADS stream: the clusters fetch their endpoints
+	// from the client's REST cluster (xds.rest_cluster, default xds_rest).
+	for _, a := range cds.GetResources() {
+		var c clusterv3.Cluster
+		if err := a.UnmarshalTo(&c); err != nil {
+			t.Fatal(err)
+		}
+		src := c.GetEdsClusterConfig().GetEdsConfig().GetApiConfigSource()
+		if src.GetApiType() != core.ApiConfigSource_REST || !slices.Equal(src.GetClusterNames(), []string{"xds_rest"}) {
+			t.Fatalf("REST cluster %s: eds_config %v, want REST from xds_rest", c.GetName(), c.GetEdsClusterConfig().GetEdsConfig())
+		}
+	}
 	if code, _ := post("/v3/discovery:clusters", &discovery.DiscoveryRequest{Node: node, VersionInfo: cds.GetVersionInfo()}); code != http.StatusNotModified {
 		t.Fatalf("CDS with current version: code %d, want 304", code)
 	}

@@ -5,12 +5,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/xdsbridge/xdsbridge/internal/suggest"
 )
 
 // FieldError is a problem with one field of a plugin's configuration.
@@ -137,7 +141,7 @@ func checkKeys(n *yaml.Node, t reflect.Type, path string, lines map[int]string, 
 				lines[k.Line] = p
 				ft, ok := fields[k.Value]
 				if !ok {
-					*errs = append(*errs, FieldError{Path: p, Message: fmt.Sprintf("unknown key %q%s", k.Value, suggest(k.Value, fields))})
+					*errs = append(*errs, FieldError{Path: p, Message: fmt.Sprintf("unknown key %q%s", k.Value, suggestKey(k.Value, fields))})
 					continue
 				}
 				checkKeys(val, ft, p, lines, errs)
@@ -209,35 +213,6 @@ func yamlFields(t reflect.Type) map[string]reflect.Type {
 
 var unmarshalerType = reflect.TypeOf((*yaml.Unmarshaler)(nil)).Elem()
 
-func suggest(key string, fields map[string]reflect.Type) string {
-	best, bestD := "", 3
-	for k := range fields {
-		if d := editDistance(key, k); d < bestD || (d == bestD && best != "" && k < best) {
-			best, bestD = k, d
-		}
-	}
-	if best == "" {
-		return ""
-	}
-	return fmt.Sprintf(" (did you mean %q?)", best)
-}
-
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur := make([]int, len(b)+1)
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev = cur
-	}
-	return prev[len(b)]
+func suggestKey(key string, fields map[string]reflect.Type) string {
+	return suggest.Hint(key, slices.Sorted(maps.Keys(fields)))
 }

@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/xdsbridge/xdsbridge/internal/suggest"
 )
 
 // parser walks a plugins.yaml node tree and collects every problem.
@@ -269,7 +271,7 @@ func (p *parser) fields(path string, k, v *yaml.Node, known []string, set func(n
 			if path == "" {
 				in = " at the top level"
 			}
-			p.errorf(pr.key.Line, "unknown key %q%s%s", name, in, suggest(name, known))
+			p.errorf(pr.key.Line, "unknown key %q%s%s", name, in, suggestion(name, known))
 			continue
 		}
 		set(name, pr.key, pr.val)
@@ -277,39 +279,13 @@ func (p *parser) fields(path string, k, v *yaml.Node, known []string, set func(n
 	return true
 }
 
-// suggest returns " (did you mean "x"?)" for the closest of known, or a
+// suggestion returns " (did you mean "x"?)" for the closest of known, or a
 // list of known when none is close.
-func suggest(s string, known []string) string {
-	best, bestD := "", 3
-	for _, k := range known {
-		if d := editDistance(strings.ToLower(s), k); d < bestD {
-			best, bestD = k, d
-		}
-	}
-	if best != "" {
-		return fmt.Sprintf(" (did you mean %q?)", best)
+func suggestion(s string, known []string) string {
+	if h := suggest.Hint(s, known); h != "" {
+		return h
 	}
 	return " (valid: " + strings.Join(known, ", ") + ")"
-}
-
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur := make([]int, len(b)+1)
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev = cur
-	}
-	return prev[len(b)]
 }
 
 // str reads a string value. Null is "".
@@ -682,7 +658,7 @@ func (p *parser) plugin(path string, line int, n *yaml.Node) (Plugin, int, bool)
 				case s == "":
 					p.errorf(k.Line, "%s: must not be empty (built-in types: %s)", kpath, strings.Join(BuiltinTypes(), ", "))
 				case !slices.Contains(BuiltinTypes(), s):
-					p.errorf(k.Line, "%s: unknown built-in type %q%s; for a third-party plugin, set command instead", kpath, s, suggest(s, BuiltinTypes()))
+					p.errorf(k.Line, "%s: unknown built-in type %q%s; for a third-party plugin, set command instead", kpath, s, suggestion(s, BuiltinTypes()))
 				default:
 					pl.Type = s
 				}

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoregistry"
 	"gopkg.in/yaml.v3"
 
+	"github.com/xdsbridge/xdsbridge/internal/suggest"
 	"github.com/xdsbridge/xdsbridge/sdk"
 	"github.com/xdsbridge/xdsbridge/xds/translate"
 
@@ -218,7 +219,7 @@ func (p *fileParser) cluster(path string, line int, n *yaml.Node) (sdk.Cluster, 
 		fields[f.key.Value] = f.val
 		if _, err := translate.ParseOverlay(map[string]any{f.key.Value: f.val}); err != nil {
 			good = false
-			if s := suggest(f.key.Value, []string{"name", "endpoints"}); s != "" && strings.Contains(err.Error(), "unknown field") {
+			if s := suggest.Hint(f.key.Value, []string{"name", "endpoints"}); s != "" && strings.Contains(err.Error(), "unknown field") {
 				p.errorf(f.key.Line, "%s: unknown key %q%s", path, f.key.Value, s)
 				continue
 			}
@@ -441,7 +442,7 @@ func (p *fileParser) resource(path string, line int, n *yaml.Node) (sdk.Resource
 		return sdk.Resource{}, false
 	case !slices.Contains(resourceTypes(), typeURL):
 		msg := fmt.Sprintf("%s.@type: unsupported resource type %v", path, obj["@type"])
-		switch hint := suggest(typeURL, resourceTypes()); {
+		switch hint := suggest.Hint(typeURL, resourceTypes()); {
 		case strings.HasSuffix(typeURL, ".Cluster") || strings.HasSuffix(typeURL, ".ClusterLoadAssignment"):
 			msg += " (clusters and their endpoints go in the clusters section)"
 		case hint != "":
@@ -475,7 +476,7 @@ func (p *fileParser) resource(path string, line int, n *yaml.Node) (sdk.Resource
 		for i := range names {
 			names[i] = string(md.Fields().Get(i).Name())
 		}
-		p.errorf(pr.key.Line, "%s: unknown field %q in %s%s", path, k, md.Name(), suggest(k, names))
+		p.errorf(pr.key.Line, "%s: unknown field %q in %s%s", path, k, md.Name(), suggest.Hint(k, names))
 	}
 	if unknown {
 		return sdk.Resource{}, false
@@ -681,7 +682,7 @@ func (p *fileParser) fields(path string, k, v *yaml.Node, known []string, set fu
 			if path == "" {
 				in = " at the top level"
 			}
-			hint := suggest(pr.key.Value, known)
+			hint := suggest.Hint(pr.key.Value, known)
 			if hint == "" {
 				hint = " (valid: " + strings.Join(known, ", ") + ")"
 			}
@@ -715,40 +716,6 @@ func (p *fileParser) str(path string, k, v *yaml.Node) (string, bool) {
 		return "", false
 	}
 	return v.Value, true
-}
-
-// suggest returns ` (did you mean "x"?)` for the closest of known, or "".
-func suggest(s string, known []string) string {
-	best, bestD := "", 3
-	for _, k := range known {
-		if d := editDistance(strings.ToLower(s), k); d < bestD {
-			best, bestD = k, d
-		}
-	}
-	if best == "" {
-		return ""
-	}
-	return fmt.Sprintf(" (did you mean %q?)", best)
-}
-
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }
 
 // jsonValue converts a node to a JSON-like value: map[string]any, []any,

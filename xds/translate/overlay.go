@@ -23,6 +23,7 @@ import (
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 
 	"github.com/xdsbridge/xdsbridge/aggregator"
+	"github.com/xdsbridge/xdsbridge/internal/suggest"
 )
 
 // DefaultConnectTimeout is the connect_timeout of a cluster whose overlay
@@ -230,7 +231,7 @@ func unknownFields(md protoreflect.MessageDescriptor, v any, path string) []stri
 		fd := fieldByName(md, k)
 		switch {
 		case fd == nil:
-			out = append(out, fmt.Sprintf("unknown field %q%s", p, suggest(md, k)))
+			out = append(out, fmt.Sprintf("unknown field %q%s", p, fieldHint(md, k)))
 		case fd.IsMap():
 			vd := fd.MapValue()
 			entries, ok := obj[k].(map[string]any)
@@ -253,40 +254,14 @@ func unknownFields(md protoreflect.MessageDescriptor, v any, path string) []stri
 	return out
 }
 
-// suggest names the field of md closest to k, if one is close.
-func suggest(md protoreflect.MessageDescriptor, k string) string {
-	best, bestD := "", 4
+// fieldHint names the field of md closest to k, if one is close.
+func fieldHint(md protoreflect.MessageDescriptor, k string) string {
 	fields := md.Fields()
-	for i := 0; i < fields.Len(); i++ {
-		name := string(fields.Get(i).Name())
-		if d := editDistance(strings.ToLower(k), name); d < bestD {
-			best, bestD = name, d
-		}
+	names := make([]string, fields.Len())
+	for i := range names {
+		names[i] = string(fields.Get(i).Name())
 	}
-	if best == "" {
-		return ""
-	}
-	return fmt.Sprintf(" (did you mean %q?)", best)
-}
-
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
+	return suggest.HintWithin(k, names, 3)
 }
 
 // jsonValue converts a value decoded from YAML into one encoding/json

@@ -275,3 +275,22 @@ func TestResources(t *testing.T) {
 		t.Fatalf("unknown type not rejected: %v", h.agg.Rejected())
 	}
 }
+
+// A raw Cluster or ClusterLoadAssignment resource would collide with the
+// generated ones: it is rejected, naming the source.
+func TestGeneratedTypesRejectedAsResources(t *testing.T) {
+	h := start(t, Options{Sources: []string{"s"}})
+	h.agg.Apply("s", sdk.Update{Full: true,
+		Clusters: []sdk.Cluster{{Name: "good", Endpoints: []sdk.Endpoint{ep("10.0.0.1", 80)}}},
+		Resources: []sdk.Resource{
+			{TypeURL: "type.googleapis.com/envoy.config.cluster.v3.Cluster", Name: "good", Value: []byte{}},
+			{TypeURL: "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment", Name: "good", Value: []byte{}},
+		}})
+	c := h.next(t)
+	if len(c.Clusters) != 1 || len(c.Resources) != 0 {
+		t.Fatalf("published %d clusters and %d resources, want 1 and 0", len(c.Clusters), len(c.Resources))
+	}
+	if got := h.agg.Rejected()[ReasonBadResource]; got != 2 {
+		t.Fatalf("rejected %d resources, want 2", got)
+	}
+}

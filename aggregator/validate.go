@@ -87,6 +87,13 @@ func hostPort(addr string, port uint32) string {
 	return fmt.Sprintf("%s:%d", addr, port)
 }
 
+// generatedTypes are built from sources' clusters: a raw resource of these
+// types would share (and on removal, delete) a generated one's name.
+var generatedTypes = map[string]bool{
+	"type.googleapis.com/envoy.config.cluster.v3.Cluster":                true,
+	"type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment": true,
+}
+
 // validateResource checks that r is a known Envoy type that parses, passes
 // the type's own validation, and carries the name it claims.
 func validateResource(source string, r *sdk.Resource) (sdk.Resource, *rejection) {
@@ -94,6 +101,9 @@ func validateResource(source string, r *sdk.Resource) (sdk.Resource, *rejection)
 		return sdk.Resource{}, &rejection{ReasonBadResource, fmt.Sprintf("source %q: resource %s %q: ", source, r.TypeURL, r.Name) + fmt.Sprintf(format, args...)}
 	}
 	name := strings.TrimPrefix(r.TypeURL, "type.googleapis.com/")
+	if generatedTypes[r.TypeURL] {
+		return bad("clusters and their endpoints are generated from a source's clusters; send it as a cluster, not a resource")
+	}
 	mt, err := protoregistry.GlobalTypes.FindMessageByURL(r.TypeURL)
 	if err != nil || name == r.TypeURL {
 		return bad("unknown type")

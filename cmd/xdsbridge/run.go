@@ -95,6 +95,12 @@ from the source plugins configured in the file. Stops cleanly on SIGINT or SIGTE
 	if err != nil {
 		return err
 	}
+	// Problems only a plugin can see (its config block, the files it
+	// reads) stop the start as they stop `validate`; once running, a
+	// plugin that fails is restarted and its last state kept instead.
+	if problems := validatePlugins(ctx, cfg, plugins); len(problems) > 0 {
+		return fmt.Errorf("configuration is invalid:\n%s", strings.Join(problems, "\n"))
+	}
 	return serve(ctx, cfg, plugins, logger)
 }
 

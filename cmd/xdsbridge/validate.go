@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/xdsbridge/xdsbridge/internal/config"
@@ -34,16 +35,28 @@ Prints every problem as FILE:LINE: message and exits 1 if there is any.`, stderr
 	if err != nil {
 		return err
 	}
-	var problems []string
-	for i, p := range plugins {
-		problems = append(problems, validatePlugin(ctx, cfg, &cfg.Plugins[i], p)...)
-	}
-	if len(problems) > 0 {
+	if problems := validatePlugins(ctx, cfg, plugins); len(problems) > 0 {
 		fmt.Fprintln(stdout, strings.Join(problems, "\n"))
 		return fmt.Errorf("%s: %d problem(s)", *path, len(problems))
 	}
 	fmt.Fprintf(stdout, "%s: ok (%d plugins)\n", *path, len(plugins))
 	return nil
+}
+
+// validatePlugins checks every plugin's configuration at once and returns
+// the problems in plugin order.
+func validatePlugins(ctx context.Context, cfg *config.Config, plugins []host.Plugin) []string {
+	found := make([][]string, len(plugins))
+	var wg sync.WaitGroup
+	for i, p := range plugins {
+		wg.Go(func() { found[i] = validatePlugin(ctx, cfg, &cfg.Plugins[i], p) })
+	}
+	wg.Wait()
+	var out []string
+	for _, f := range found {
+		out = append(out, f...)
+	}
+	return out
 }
 
 // validatePlugin starts one plugin in validate-only mode and returns its

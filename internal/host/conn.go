@@ -11,6 +11,8 @@ import (
 	"log/slog"
 	"os/exec"
 	"slices"
+	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -60,6 +62,7 @@ func Start(ctx context.Context, spec Spec, logger *slog.Logger) (*Conn, error) {
 	if cmd.Env == nil {
 		cmd.Env = []string{}
 	}
+	stderr := &tailBuffer{max: 2048}
 	cfg := &plugin.ClientConfig{
 		HandshakeConfig:  wire.Handshake,
 		Plugins:          plugin.PluginSet{wire.PluginName: &wire.GRPCPlugin{}},
@@ -67,7 +70,7 @@ func Start(ctx context.Context, spec Spec, logger *slog.Logger) (*Conn, error) {
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		AutoMTLS:         true,
 		Logger:           newHCLogAdapter(logger),
-		Stderr:           io.Discard,
+		Stderr:           stderr, // also logged line by line through Logger
 		SkipHostEnv:      true,
 		GRPCDialOptions: []grpc.DialOption{grpc.WithDefaultCallOptions(
 			grpc.MaxCallRecvMsgSize(wire.MaxMessageSize),
@@ -84,6 +87,9 @@ func Start(ctx context.Context, spec Spec, logger *slog.Logger) (*Conn, error) {
 	c := &Conn{spec: spec, client: client}
 	if err := c.connect(ctx); err != nil {
 		client.Kill()
+		if tail := stderr.String(); tail != "" {
+			return nil, fmt.Errorf("plugin %q: %w; its last output: %s", spec.Name, err, tail)
+		}
 		return nil, fmt.Errorf("plugin %q: %w", spec.Name, err)
 	}
 	return c, nil
@@ -208,4 +214,28 @@ func (c *Conn) Kill() {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
 	<-done
+}
+
+// tailBuffer keeps the last max bytes written to it, for the error of a
+// plugin that dies before the handshake: what it printed says why.
+type tailBuffer struct {
+	mu  sync.Mutex
+	max int
+	b   []byte
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.b = append(t.b, p...)
+	if over := len(t.b) - t.max; over > 0 {
+		t.b = append(t.b[:0], t.b[over:]...)
+	}
+	return len(p), nil
+}
+
+func (t *tailBuffer) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return strings.Join(strings.Fields(strings.ToValidUTF8(string(t.b), "?")), " ")
 }

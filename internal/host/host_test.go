@@ -253,3 +253,15 @@ func TestChecksum(t *testing.T) {
 		t.Fatalf("tampered binary: err = %v", err)
 	}
 }
+
+// A plugin that dies before the handshake is reported with what it printed.
+func TestStartFailureKeepsOutput(t *testing.T) {
+	script := filepath.Join(t.TempDir(), "dies")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\necho 'cannot open registry: permission denied' >&2\nexit 3\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Start(t.Context(), Spec{Name: "dies", Command: []string{script}, Env: PluginEnv()}, slog.New(slog.DiscardHandler))
+	if err == nil || !strings.Contains(err.Error(), "cannot open registry: permission denied") {
+		t.Fatalf("err = %v, want the plugin's last output", err)
+	}
+}

@@ -9,8 +9,10 @@ import (
 )
 
 // Split cuts a large wire update into messages of about ChunkSize bytes, all
-// but the last with More set. The host reassembles them before applying
-// anything, so a split full state still replaces the old state in one step.
+// but the last with More set. A cluster larger than one message is cut by
+// its endpoints, the message holding the rest marked ContinuesCluster. The
+// host reassembles the messages before applying anything, so a split full
+// state still replaces the old state in one step.
 func Split(u *sourcev1.Update) []*sourcev1.Update {
 	if proto.Size(u) <= ChunkSize {
 		return []*sourcev1.Update{u}
@@ -28,11 +30,32 @@ func Split(u *sourcev1.Update) []*sourcev1.Update {
 	}
 	for _, c := range u.Clusters {
 		n := proto.Size(c)
-		if size > 0 && size+n > ChunkSize {
+		if n <= ChunkSize {
+			if size > 0 && size+n > ChunkSize {
+				flush()
+			}
+			cur.Clusters = append(cur.Clusters, c)
+			size += n
+			continue
+		}
+		if size > 0 {
 			flush()
 		}
-		cur.Clusters = append(cur.Clusters, c)
-		size += n
+		piece := &sourcev1.Cluster{Name: c.Name, Overlay: c.Overlay}
+		size = proto.Size(piece)
+		for _, e := range c.Endpoints {
+			en := proto.Size(e) + 6 // tag and length
+			if len(piece.Endpoints) > 0 && size+en > ChunkSize {
+				cur.Clusters = append(cur.Clusters, piece)
+				flush()
+				cur.ContinuesCluster = true
+				piece = &sourcev1.Cluster{Name: c.Name}
+				size = proto.Size(piece)
+			}
+			piece.Endpoints = append(piece.Endpoints, e)
+			size += en
+		}
+		cur.Clusters = append(cur.Clusters, piece)
 	}
 	for _, r := range u.Resources {
 		n := proto.Size(r)
@@ -61,6 +84,9 @@ type Assembler struct {
 // when msg ends one.
 func (a *Assembler) Add(msg *sourcev1.Update) (*sourcev1.Update, error) {
 	if a.pending == nil {
+		if msg.GetContinuesCluster() {
+			return nil, fmt.Errorf("a message continues a cluster, but no split update is in progress")
+		}
 		if !msg.GetMore() {
 			return msg, nil
 		}
@@ -77,7 +103,17 @@ func (a *Assembler) Add(msg *sourcev1.Update) (*sourcev1.Update, error) {
 		return nil, fmt.Errorf("update exceeds %d bytes", a.Max)
 	}
 	p := a.pending
-	p.Clusters = append(p.Clusters, msg.Clusters...)
+	clusters := msg.Clusters
+	if msg.GetContinuesCluster() {
+		if len(p.Clusters) == 0 || len(clusters) == 0 || p.Clusters[len(p.Clusters)-1].GetName() != clusters[0].GetName() {
+			a.pending = nil
+			return nil, fmt.Errorf("a message continues a cluster it does not follow")
+		}
+		last := p.Clusters[len(p.Clusters)-1]
+		last.Endpoints = append(last.Endpoints, clusters[0].Endpoints...)
+		clusters = clusters[1:]
+	}
+	p.Clusters = append(p.Clusters, clusters...)
 	p.Resources = append(p.Resources, msg.Resources...)
 	p.RemovedClusters = append(p.RemovedClusters, msg.RemovedClusters...)
 	p.RemovedResources = append(p.RemovedResources, msg.RemovedResources...)

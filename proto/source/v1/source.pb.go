@@ -503,9 +503,14 @@ type Update struct {
 	Resources        []*Resource    `protobuf:"bytes,5,rep,name=resources,proto3" json:"resources,omitempty"`
 	RemovedResources []*ResourceRef `protobuf:"bytes,6,rep,name=removed_resources,json=removedResources,proto3" json:"removed_resources,omitempty"`
 	// In-band source status; unset means unchanged.
-	Status        *Status `protobuf:"bytes,7,opt,name=status,proto3" json:"status,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Status *Status `protobuf:"bytes,7,opt,name=status,proto3" json:"status,omitempty"`
+	// continues_cluster: the first cluster of this message carries more
+	// endpoints of the last cluster of the previous message (a cluster too
+	// large for one message is split by its endpoints). Only with more set on
+	// the previous message.
+	ContinuesCluster bool `protobuf:"varint,8,opt,name=continues_cluster,json=continuesCluster,proto3" json:"continues_cluster,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Update) Reset() {
@@ -585,6 +590,13 @@ func (x *Update) GetStatus() *Status {
 		return x.Status
 	}
 	return nil
+}
+
+func (x *Update) GetContinuesCluster() bool {
+	if x != nil {
+		return x.ContinuesCluster
+	}
+	return false
 }
 
 type Status struct {
@@ -989,7 +1001,7 @@ const file_source_v1_source_proto_rawDesc = "" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x12\n" +
 	"\x04file\x18\x03 \x01(\tR\x04file\x12\x12\n" +
 	"\x04line\x18\x04 \x01(\rR\x04line\"\x0e\n" +
-	"\fWatchRequest\"\xd6\x02\n" +
+	"\fWatchRequest\"\x83\x03\n" +
 	"\x06Update\x12\x12\n" +
 	"\x04full\x18\x01 \x01(\bR\x04full\x12\x12\n" +
 	"\x04more\x18\x02 \x01(\bR\x04more\x128\n" +
@@ -997,7 +1009,8 @@ const file_source_v1_source_proto_rawDesc = "" +
 	"\x10removed_clusters\x18\x04 \x03(\tR\x0fremovedClusters\x12;\n" +
 	"\tresources\x18\x05 \x03(\v2\x1d.xdsbridge.source.v1.ResourceR\tresources\x12M\n" +
 	"\x11removed_resources\x18\x06 \x03(\v2 .xdsbridge.source.v1.ResourceRefR\x10removedResources\x123\n" +
-	"\x06status\x18\a \x01(\v2\x1b.xdsbridge.source.v1.StatusR\x06status\"\x9a\x01\n" +
+	"\x06status\x18\a \x01(\v2\x1b.xdsbridge.source.v1.StatusR\x06status\x12+\n" +
+	"\x11continues_cluster\x18\b \x01(\bR\x10continuesCluster\"\x9a\x01\n" +
 	"\x06Status\x127\n" +
 	"\x05state\x18\x01 \x01(\x0e2!.xdsbridge.source.v1.Status.StateR\x05state\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"?\n" +

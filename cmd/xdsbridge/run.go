@@ -95,10 +95,19 @@ from the source plugins configured in the file. Stops cleanly on SIGINT or SIGTE
 	if err != nil {
 		return err
 	}
-	// Problems only a plugin can see (its config block, the files it
-	// reads) stop the start as they stop `validate`; once running, a
-	// plugin that fails is restarted and its last state kept instead.
-	if problems := validatePlugins(ctx, cfg, plugins); len(problems) > 0 {
+	// Problems only a plugin can see in its configuration (its config
+	// block, the files it reads) stop the start as they stop `validate`. A
+	// plugin that cannot be started at all is a fault, not a configuration
+	// problem: the host keeps retrying it with backoff, like any plugin
+	// that fails once running.
+	var problems []string
+	for _, c := range validatePlugins(ctx, cfg, plugins) {
+		problems = append(problems, c.problems...)
+		if c.failure != "" {
+			logger.Warn("plugin could not be checked before start; the host will keep trying", "problem", c.failure)
+		}
+	}
+	if len(problems) > 0 {
 		return fmt.Errorf("configuration is invalid:\n%s", strings.Join(problems, "\n"))
 	}
 	return serve(ctx, cfg, plugins, logger)

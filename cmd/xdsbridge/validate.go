@@ -35,7 +35,14 @@ Prints every problem as FILE:LINE: message and exits 1 if there is any.`, stderr
 	if err != nil {
 		return err
 	}
-	if problems := validatePlugins(ctx, cfg, plugins); len(problems) > 0 {
+	var problems []string
+	for _, c := range validatePlugins(ctx, cfg, plugins) {
+		problems = append(problems, c.problems...)
+		if c.failure != "" {
+			problems = append(problems, c.failure)
+		}
+	}
+	if len(problems) > 0 {
 		fmt.Fprintln(stdout, strings.Join(problems, "\n"))
 		return fmt.Errorf("%s: %d problem(s)", *path, len(problems))
 	}
@@ -43,25 +50,28 @@ Prints every problem as FILE:LINE: message and exits 1 if there is any.`, stderr
 	return nil
 }
 
+// pluginCheck is what validating one plugin found: problems with its
+// configuration, or a failure to start it or call it at all.
+type pluginCheck struct {
+	problems []string // FILE:LINE: message
+	failure  string   // FILE:LINE: message, when the plugin could not be asked
+}
+
 // validatePlugins checks every plugin's configuration at once and returns
-// the problems in plugin order.
-func validatePlugins(ctx context.Context, cfg *config.Config, plugins []host.Plugin) []string {
-	found := make([][]string, len(plugins))
+// what it found in plugin order.
+func validatePlugins(ctx context.Context, cfg *config.Config, plugins []host.Plugin) []pluginCheck {
+	found := make([]pluginCheck, len(plugins))
 	var wg sync.WaitGroup
 	for i, p := range plugins {
 		wg.Go(func() { found[i] = validatePlugin(ctx, cfg, &cfg.Plugins[i], p) })
 	}
 	wg.Wait()
-	var out []string
-	for _, f := range found {
-		out = append(out, f...)
-	}
-	return out
+	return found
 }
 
-// validatePlugin starts one plugin in validate-only mode and returns its
+// validatePlugin starts one plugin in validate-only mode and reports its
 // problems as FILE:LINE: message lines.
-func validatePlugin(ctx context.Context, cfg *config.Config, p *config.Plugin, hp host.Plugin) []string {
+func validatePlugin(ctx context.Context, cfg *config.Config, p *config.Plugin, hp host.Plugin) pluginCheck {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	at := func(line int, format string, args ...any) string {
@@ -69,22 +79,22 @@ func validatePlugin(ctx context.Context, cfg *config.Config, p *config.Plugin, h
 	}
 	conn, err := host.Start(ctx, hp.Spec, slog.New(slog.DiscardHandler))
 	if err != nil {
-		return []string{at(p.Line, "%v", err)}
+		return pluginCheck{failure: at(p.Line, "%v", err)}
 	}
 	defer conn.Kill()
 	errs, err := conn.Configure(ctx, true)
 	if err != nil {
-		return []string{at(p.Line, "%v", err)}
+		return pluginCheck{failure: at(p.Line, "%v", err)}
 	}
-	out := make([]string, 0, len(errs))
+	var out pluginCheck
 	for _, e := range errs {
 		switch {
 		case e.File != "":
-			out = append(out, e.Error())
+			out.problems = append(out.problems, e.Error())
 		case e.Path != "":
-			out = append(out, at(p.Locate(e.Path), "config.%s: %s", e.Path, e.Message))
+			out.problems = append(out.problems, at(p.Locate(e.Path), "config.%s: %s", e.Path, e.Message))
 		default:
-			out = append(out, at(p.Locate(""), "config: %s", e.Message))
+			out.problems = append(out.problems, at(p.Locate(""), "config: %s", e.Message))
 		}
 	}
 	return out

@@ -4,6 +4,8 @@
 #   make test   install what the tests need (Consul, BIND), then run every test
 #   make build  bin/xdsbridge
 #   make proto  regenerate proto/source/v1 (generated code is committed)
+#   make bench  benchmark xdsbridge against go-control-plane's caches and the floor (quick profile)
+#   make reliability  the reliability suite's full profile, then every fuzz target
 
 GO       ?= go
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -14,7 +16,7 @@ TOOLS    := $(CURDIR)/bin/tools
 PROTOC_GEN_GO_VERSION      := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.5.1
 
-.PHONY: all build run test test-deps test-short vet fmt proto clean
+.PHONY: all build run test test-deps test-short vet fmt proto clean bench bench-full reliability fuzz fuzz-short
 
 all: build
 
@@ -52,6 +54,32 @@ proto:
 		--go_out=. --go_opt=module=github.com/xdsbridge/xdsbridge \
 		--go-grpc_out=. --go-grpc_opt=module=github.com/xdsbridge/xdsbridge \
 		proto/source/v1/source.proto
+
+bench:
+	$(GO) run ./cmd/xdsbench --profile quick --out bench/results --publish docs/perf
+
+bench-full:
+	$(GO) run ./cmd/xdsbench --profile full --out bench/results
+
+FUZZTIME     ?= 5m
+FUZZ_TARGETS := ./internal/config:FuzzParse ./plugins/static:FuzzParseFile ./aggregator:FuzzApply ./xds:FuzzRESTRequest ./internal/wire:FuzzAssembler
+
+# reliability runs the reliability suite's full profile (figures are the
+# FIGURE lines), then each fuzz target for FUZZTIME.
+reliability: test-deps build
+	PATH="$$PATH:$$(dirname $$(bash test/tools/dns.sh))" \
+	XDSBRIDGE_CONSUL=$$(bash test/tools/consul.sh) XDSBRIDGE_BIN=$(CURDIR)/$(BIN) XDSBRIDGE_PROFILE=full \
+		$(GO) test -count=1 -timeout 60m -run 'TestReliability' -v ./test/e2e
+	$(MAKE) fuzz FUZZTIME=$(FUZZTIME)
+
+fuzz:
+	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "== $$name ($$pkg), $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 5s $$pkg || exit 1; \
+	done
+
+fuzz-short:
+	$(MAKE) fuzz FUZZTIME=10s
 
 clean:
 	rm -rf bin

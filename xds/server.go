@@ -31,6 +31,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
 
+	"github.com/xdsbridge/xdsbridge/internal/security/allowlist"
+	"github.com/xdsbridge/xdsbridge/internal/security/certs"
 	"github.com/xdsbridge/xdsbridge/xds/conns"
 	"github.com/xdsbridge/xdsbridge/xds/store"
 )
@@ -61,6 +63,12 @@ type Options struct {
 	// Metrics is where the server registers its metrics; nil registers
 	// them with a private registry.
 	Metrics prometheus.Registerer
+	// TLS, when set, serves gRPC and REST over TLS from its files, which
+	// Run follows; nil serves plaintext.
+	TLS *certs.Reloader
+	// Allow decides which client may claim which node, on gRPC and REST;
+	// nil allows every client any node.
+	Allow *allowlist.List
 }
 
 // shutdownGrace bounds how long in-flight responses get at shutdown.
@@ -127,7 +135,10 @@ func (s *Server) grpcOptions() []grpc.ServerOption {
 	opts := []grpc.ServerOption{
 		grpc.MaxConcurrentStreams(1 << 20),
 		grpc.StatsHandler(&statsHandler{s: s}),
-		grpc.ChainStreamInterceptor(s.limitRequests),
+		grpc.ChainStreamInterceptor(s.opts.Allow.StreamInterceptor(), s.limitRequests),
+	}
+	if s.opts.TLS != nil {
+		opts = append(opts, grpc.Creds(s.opts.TLS.ServerCredentials()))
 	}
 	if ka.Time > 0 {
 		opts = append(opts, grpc.KeepaliveParams(keepalive.ServerParameters{Time: ka.Time, Timeout: ka.Timeout}))
@@ -186,7 +197,7 @@ func (s *Server) Run(ctx context.Context) error {
 			return fmt.Errorf("xds: listen rest: %w", err)
 		}
 		hs = &http.Server{
-			Handler:           s.restHandler(&serverv3.HTTPGateway{Server: xdsServer}),
+			Handler:           s.opts.Allow.HTTPMiddleware(s.restHandler(&serverv3.HTTPGateway{Server: xdsServer}), maxRESTBody),
 			ReadHeaderTimeout: 10 * time.Second,
 			ReadTimeout:       30 * time.Second,
 			WriteTimeout:      60 * time.Second,
@@ -195,6 +206,9 @@ func (s *Server) Run(ctx context.Context) error {
 			ConnContext: func(ctx context.Context, _ net.Conn) context.Context {
 				return context.WithValue(ctx, restConnKey{}, s.limiter.forConn())
 			},
+		}
+		if s.opts.TLS != nil {
+			hs.TLSConfig = s.opts.TLS.TLSConfig()
 		}
 	}
 	s.mu.Lock()
@@ -206,14 +220,18 @@ func (s *Server) Run(ctx context.Context) error {
 	close(s.started)
 	s.opts.Logger.Info("serving xds", "grpc", gl.Addr().String(), "rest", listenerAddr(hl),
 		"keepalive_time", s.opts.Keepalive.Time, "keepalive_timeout", s.opts.Keepalive.Timeout,
-		"vanished_client_evicted_within", s.opts.Keepalive.Bound())
+		"vanished_client_evicted_within", s.opts.Keepalive.Bound(), "tls", s.opts.TLS != nil)
 
 	errc := make(chan error, 2)
 	var wg sync.WaitGroup
 	wg.Go(func() { errc <- gs.Serve(gl) })
 	if hs != nil {
 		wg.Go(func() {
-			if err := hs.Serve(hl); !errors.Is(err, http.ErrServerClosed) {
+			serve := func() error { return hs.Serve(hl) }
+			if hs.TLSConfig != nil {
+				serve = func() error { return hs.ServeTLS(hl, "", "") }
+			}
+			if err := serve(); !errors.Is(err, http.ErrServerClosed) {
 				errc <- err
 			}
 		})
@@ -221,6 +239,10 @@ func (s *Server) Run(ctx context.Context) error {
 	sweepCtx, stopSweep := context.WithCancel(ctx)
 	defer stopSweep()
 	wg.Go(func() { _ = s.clients.Run(sweepCtx) })
+	if s.opts.TLS != nil {
+		// Follow the certificate files until shutdown.
+		wg.Go(func() { _ = s.opts.TLS.Run(sweepCtx) })
+	}
 
 	var runErr error
 	select {

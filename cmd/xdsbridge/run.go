@@ -18,6 +18,9 @@ import (
 	"github.com/xdsbridge/xdsbridge/internal/admin"
 	"github.com/xdsbridge/xdsbridge/internal/config"
 	"github.com/xdsbridge/xdsbridge/internal/host"
+	"github.com/xdsbridge/xdsbridge/internal/security/adminauth"
+	"github.com/xdsbridge/xdsbridge/internal/security/allowlist"
+	"github.com/xdsbridge/xdsbridge/internal/security/certs"
 	"github.com/xdsbridge/xdsbridge/xds"
 	"github.com/xdsbridge/xdsbridge/xds/conns"
 	"github.com/xdsbridge/xdsbridge/xds/store"
@@ -126,6 +129,10 @@ func serve(ctx context.Context, cfg *config.Config, plugins []host.Plugin, logge
 	st := store.New(logger.With("component", "store"))
 	ka := cfg.XDS.Keepalive
 	rl := cfg.XDS.RateLimit
+	sec, err := buildSecurity(cfg, logger)
+	if err != nil {
+		return err
+	}
 	srv := xds.New(xds.Options{
 		Logger:      logger.With("component", "xds"),
 		GRPCAddress: cfg.XDS.GRPCAddress,
@@ -145,6 +152,8 @@ func serve(ctx context.Context, cfg *config.Config, plugins []host.Plugin, logge
 		Clients: clients,
 		Clock:   clock,
 		Metrics: metrics,
+		TLS:     sec.tls,
+		Allow:   sec.allow,
 	})
 	pub := &xds.Publisher{Store: st, Logger: logger.With("component", "publisher"), Clock: clock}
 	names := make([]string, len(plugins))
@@ -183,6 +192,8 @@ func serve(ctx context.Context, cfg *config.Config, plugins []host.Plugin, logge
 			Aggregator: agg,
 			Clients:    clients,
 			Metrics:    metrics,
+			Token:      sec.token,
+			PProf:      cfg.Admin.PProf,
 		})
 		start("admin", adm.Run)
 	}
@@ -203,6 +214,55 @@ func serve(ctx context.Context, cfg *config.Config, plugins []host.Plugin, logge
 		return err
 	}
 	return nil
+}
+
+// security is what the xds and admin servers are guarded with.
+type security struct {
+	tls   *certs.Reloader
+	allow *allowlist.List
+	token *adminauth.Token
+}
+
+// buildSecurity loads the TLS files, the allow list and the admin token
+// the configuration names. It warns when xDS is served in plaintext
+// beyond loopback.
+func buildSecurity(cfg *config.Config, logger *slog.Logger) (security, error) {
+	var sec security
+	if t := cfg.XDS.TLS; t != nil {
+		r, err := certs.New(certs.Options{
+			Logger:       logger.With("component", "tls"),
+			CertFile:     t.CertFile,
+			KeyFile:      t.KeyFile,
+			ClientCAFile: t.ClientCAFile,
+			MinVersion:   t.MinVersion,
+		})
+		if err != nil {
+			return sec, fmt.Errorf("xds.tls: %w", err)
+		}
+		sec.tls = r
+		if len(t.Allow) > 0 {
+			rules := make([]allowlist.Rule, len(t.Allow))
+			for i, a := range t.Allow {
+				rules[i] = allowlist.Rule{Identity: a.Identity, NodeIDs: a.NodeIDs, NodeClusters: a.NodeClusters}
+			}
+			l, err := allowlist.New(rules, allowlist.Options{Logger: logger.With("component", "allowlist")})
+			if err != nil {
+				return sec, fmt.Errorf("xds.tls.allow: %w", err)
+			}
+			sec.allow = l
+		}
+	} else if !adminauth.IsLoopback(cfg.XDS.GRPCAddress) {
+		logger.Warn("xds is served without TLS on an address that is not loopback: any client that reaches it gets the mesh's configuration; set xds.tls",
+			"grpc_address", cfg.XDS.GRPCAddress)
+	}
+	if cfg.Admin.TokenFile != "" {
+		tok, err := adminauth.NewToken(cfg.Admin.TokenFile, logger.With("component", "admin"))
+		if err != nil {
+			return sec, fmt.Errorf("admin.token_file: %w", err)
+		}
+		sec.token = tok
+	}
+	return sec, nil
 }
 
 func decodeHex(s string) ([]byte, error) {

@@ -1,5 +1,5 @@
 // Package admin serves xdsbridge's operator endpoints: health, readiness,
-// Prometheus metrics, profiles, and debug views of what is served, where it
+// Prometheus metrics, profiles (when enabled), and debug views of what is served, where it
 // came from, and who is connected.
 package admin
 
@@ -21,6 +21,7 @@ import (
 
 	"github.com/xdsbridge/xdsbridge/aggregator"
 	"github.com/xdsbridge/xdsbridge/internal/host"
+	"github.com/xdsbridge/xdsbridge/internal/security/adminauth"
 	"github.com/xdsbridge/xdsbridge/xds/conns"
 	"github.com/xdsbridge/xdsbridge/xds/store"
 )
@@ -37,6 +38,11 @@ type Options struct {
 	Clients *conns.Registry
 	// Metrics is what /metrics serves.
 	Metrics prometheus.Gatherer
+	// Token, when set, is required on every endpoint but /healthz and
+	// /readyz. Run refuses a non-loopback Address without it.
+	Token *adminauth.Token
+	// PProf serves /debug/pprof/.
+	PProf bool
 }
 
 // Server is the admin HTTP server.
@@ -83,12 +89,17 @@ func (s *Server) Handler() http.Handler {
 	if s.opts.Metrics != nil {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(s.opts.Metrics, promhttp.HandlerOpts{}))
 	}
-	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("POST /debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	if s.opts.PProf {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("POST /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
+	if s.opts.Token != nil {
+		return s.opts.Token.Require(mux, "/healthz", "/readyz")
+	}
 	return mux
 }
 
@@ -195,6 +206,9 @@ func writeJSON(w http.ResponseWriter, v any) {
 
 // Run serves until ctx ends.
 func (s *Server) Run(ctx context.Context) error {
+	if err := adminauth.CheckExposure(s.opts.Address, s.opts.Token != nil, false); err != nil {
+		return fmt.Errorf("admin: %w", err)
+	}
 	var lc net.ListenConfig
 	l, err := lc.Listen(ctx, "tcp", s.opts.Address)
 	if err != nil {
@@ -204,7 +218,7 @@ func (s *Server) Run(ctx context.Context) error {
 	s.addr = l.Addr()
 	s.mu.Unlock()
 	close(s.started)
-	s.opts.Logger.Info("serving admin", "address", l.Addr().String())
+	s.opts.Logger.Info("serving admin", "address", l.Addr().String(), "token", s.opts.Token != nil, "pprof", s.opts.PProf)
 	hs := &http.Server{
 		Handler:           s.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,

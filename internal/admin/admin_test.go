@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +19,7 @@ import (
 
 	"github.com/xdsbridge/xdsbridge/aggregator"
 	"github.com/xdsbridge/xdsbridge/internal/host"
+	"github.com/xdsbridge/xdsbridge/internal/security/adminauth"
 	"github.com/xdsbridge/xdsbridge/sdk"
 	"github.com/xdsbridge/xdsbridge/xds/conns"
 	"github.com/xdsbridge/xdsbridge/xds/store"
@@ -30,7 +33,7 @@ type fixture struct {
 	agg     *aggregator.Aggregator
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t *testing.T, opts ...func(*Options)) *fixture {
 	t.Helper()
 	logger := slog.New(slog.DiscardHandler)
 	agg := aggregator.New(aggregator.Options{Logger: logger, Sources: []string{"quiet", "static"}})
@@ -39,7 +42,11 @@ func newFixture(t *testing.T) *fixture {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(NewSourceCollector(h, agg))
 	ready := make(chan struct{})
-	s := New(Options{Logger: logger, Ready: ready, Store: store.New(logger), Host: h, Aggregator: agg, Clients: clients, Metrics: reg})
+	o := Options{Logger: logger, Ready: ready, Store: store.New(logger), Host: h, Aggregator: agg, Clients: clients, Metrics: reg}
+	for _, f := range opts {
+		f(&o)
+	}
+	s := New(o)
 	srv := httptest.NewServer(s.Handler())
 	t.Cleanup(srv.Close)
 	return &fixture{srv: srv, clients: clients, agg: agg}
@@ -111,9 +118,9 @@ func TestClients(t *testing.T) {
 }
 
 // /metrics serves the registry given, source metrics included; pprof is
-// mounted.
+// mounted when enabled.
 func TestMetricsAndPprof(t *testing.T) {
-	f := newFixture(t)
+	f := newFixture(t, func(o *Options) { o.PProf = true })
 	f.agg.Apply("static", sdk.Update{Full: true, Status: &sdk.Status{State: sdk.Connected}})
 	code, body := f.get(t, "/metrics")
 	if code != http.StatusOK {
@@ -135,6 +142,58 @@ func TestMetricsAndPprof(t *testing.T) {
 			t.Errorf("GET %s: %d", path, code)
 		}
 	}
+}
+
+// Without PProf, /debug/pprof/ is not served.
+func TestPprofOffByDefault(t *testing.T) {
+	f := newFixture(t)
+	for _, path := range []string{"/debug/pprof/", "/debug/pprof/cmdline", "/debug/pprof/heap"} {
+		if code, _ := f.get(t, path); code != http.StatusNotFound {
+			t.Errorf("GET %s: %d, want 404", path, code)
+		}
+	}
+}
+
+// With a token, everything but the probes needs it.
+func TestToken(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "token")
+	const token = "0123456789abcdef-admin"
+	if err := os.WriteFile(file, []byte(token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := adminauth.NewToken(file, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture(t, func(o *Options) { o.Token = tok })
+	for _, path := range []string{"/metrics", "/debug/clients", "/debug/sources"} {
+		if code, _ := f.get(t, path); code != http.StatusUnauthorized {
+			t.Errorf("GET %s without a token: %d, want 401", path, code)
+		}
+		req, _ := http.NewRequest(http.MethodGet, f.srv.URL+path, nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("GET %s with the token: %d, want 200", path, resp.StatusCode)
+		}
+	}
+	if code, _ := f.get(t, "/healthz"); code != http.StatusOK {
+		t.Errorf("GET /healthz without a token: %d, want 200", code)
+	}
+}
+
+// A non-loopback address without a token is refused before listening.
+func TestRunRefusesExposure(t *testing.T) {
+	s := New(Options{Logger: slog.New(slog.DiscardHandler), Address: "0.0.0.0:0"})
+	err := s.Run(t.Context())
+	if err == nil || !strings.Contains(err.Error(), "admin") {
+		t.Fatalf("Run on 0.0.0.0 without a token = %v, want an error", err)
+	}
+	t.Log(err)
 }
 
 func TestConnected(t *testing.T) {

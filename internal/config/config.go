@@ -60,6 +60,38 @@ type XDS struct {
 	RateLimit RateLimit
 	// Clients is `xds.clients`.
 	Clients Clients
+	// TLS is `xds.tls`; nil serves plaintext.
+	TLS *TLS
+}
+
+// TLS is the `xds.tls` block: the gRPC and REST listeners serve TLS, and
+// with ClientCAFile require a client certificate signed by those CAs.
+// Paths are absolute: relative ones in the file resolve against Dir.
+type TLS struct {
+	// CertFile is the PEM certificate chain, leaf first. Required.
+	CertFile string
+	// KeyFile is the PEM private key. Required.
+	KeyFile string
+	// ClientCAFile is a PEM bundle of the CAs that sign client
+	// certificates; "" asks clients for none.
+	ClientCAFile string
+	// MinVersion is the lowest TLS version accepted: tls.VersionTLS12
+	// (the default, "1.2" in the file) or tls.VersionTLS13 ("1.3").
+	MinVersion uint16
+	// Allow says which client identity may claim which node; empty lets
+	// any client with a valid certificate claim any node. Requires
+	// ClientCAFile.
+	Allow []AllowRule
+}
+
+// AllowRule is one entry of `xds.tls.allow`.
+type AllowRule struct {
+	// Identity matches a URI SAN or DNS SAN of the client certificate.
+	Identity string
+	// NodeIDs match node.id; NodeClusters match node.cluster. At least
+	// one of the two is set.
+	NodeIDs      []string
+	NodeClusters []string
 }
 
 // Keepalive is the `xds.keepalive` block: how the server finds clients
@@ -123,9 +155,16 @@ type Clients struct {
 // Admin is the `admin` section.
 type Admin struct {
 	// Address serves /metrics, /healthz, /readyz, /debug/clients,
-	// /debug/sources, /debug/resources and /debug/pprof/. Default
-	// "127.0.0.1:9902"; "" disables it.
+	// /debug/sources, /debug/resources and, with PProf, /debug/pprof/.
+	// Default "127.0.0.1:9902"; "" disables it. An address that is not
+	// loopback needs TokenFile.
 	Address string
+	// TokenFile holds the bearer token every request but /healthz and
+	// /readyz must carry; "" requires none. Absolute: a relative path in
+	// the file resolves against Dir.
+	TokenFile string
+	// PProf serves /debug/pprof/. Default false.
+	PProf bool
 }
 
 // Aggregator is the `aggregator` section.

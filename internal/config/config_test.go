@@ -83,10 +83,14 @@ type view struct {
 	Keepalive    keepaliveView
 	RateLimit    rateLimitView
 	Clients      clientsView
+	TLS          *TLS `json:",omitempty"`
 	AdminAddress string
-	Debounce     string
-	ReadyTimeout string
-	Plugins      []pluginView
+	// Shown only when set, so that the other golden files stay as they are.
+	AdminTokenFile string `json:",omitempty"`
+	AdminPProf     bool   `json:",omitempty"`
+	Debounce       string
+	ReadyTimeout   string
+	Plugins        []pluginView
 }
 
 type keepaliveView struct {
@@ -130,8 +134,9 @@ func render(c *Config) string {
 		},
 		RateLimit:    rateLimitView{PerConnection: bucketString(c.XDS.RateLimit.PerConnection), Total: bucketString(c.XDS.RateLimit.Total)},
 		Clients:      clientsView{DisconnectHistory: c.XDS.Clients.DisconnectHistory, RESTIdleTimeout: c.XDS.Clients.RESTIdleTimeout.String()},
-		AdminAddress: c.Admin.Address,
-		Debounce:     c.Aggregator.Debounce.String(), ReadyTimeout: c.Aggregator.ReadyTimeout.String(),
+		TLS:          c.XDS.TLS,
+		AdminAddress: c.Admin.Address, AdminTokenFile: c.Admin.TokenFile, AdminPProf: c.Admin.PProf,
+		Debounce: c.Aggregator.Debounce.String(), ReadyTimeout: c.Aggregator.ReadyTimeout.String(),
 	}
 	for _, p := range c.Plugins {
 		if len(p.Command) > 0 {

@@ -2,6 +2,7 @@ package config
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -20,6 +21,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/xdsbridge/xdsbridge/internal/security/allowlist"
 	"github.com/xdsbridge/xdsbridge/internal/suggest"
 )
 
@@ -443,9 +445,11 @@ func (p *parser) root(n *yaml.Node, cfg *Config) {
 	p.fields("", nil, n, []string{"xds", "admin", "aggregator", "plugins"}, func(name string, k, v *yaml.Node) {
 		switch name {
 		case "xds":
-			p.fields("xds", k, v, []string{"grpc_address", "rest_address", "rest_cluster", "keepalive", "rate_limit", "clients"}, func(name string, k, v *yaml.Node) {
+			p.fields("xds", k, v, []string{"grpc_address", "rest_address", "rest_cluster", "keepalive", "rate_limit", "clients", "tls"}, func(name string, k, v *yaml.Node) {
 				path := "xds." + name
 				switch name {
+				case "tls":
+					cfg.XDS.TLS = p.tls(path, k, v)
 				case "keepalive":
 					p.keepalive(path, k, v, &cfg.XDS.Keepalive)
 				case "rate_limit":
@@ -480,10 +484,22 @@ func (p *parser) root(n *yaml.Node, cfg *Config) {
 				}
 			})
 		case "admin":
-			p.fields("admin", k, v, []string{"address"}, func(name string, k, v *yaml.Node) {
-				if s, ok := p.address("admin.address", k, v, true); ok {
-					cfg.Admin.Address = s
-					listen("admin.address", k, s)
+			p.fields("admin", k, v, []string{"address", "token_file", "pprof"}, func(name string, k, v *yaml.Node) {
+				path := "admin." + name
+				switch name {
+				case "address":
+					if s, ok := p.address(path, k, v, true); ok {
+						cfg.Admin.Address = s
+						listen(path, k, s)
+					}
+				case "token_file":
+					if s, ok := p.str(path, k, v); ok {
+						cfg.Admin.TokenFile = p.path(s)
+					}
+				case "pprof":
+					if b, ok := p.boolean(path, k, v); ok {
+						cfg.Admin.PProf = b
+					}
 				}
 			})
 		case "aggregator":
@@ -534,6 +550,162 @@ func (p *parser) keepalive(path string, k, v *yaml.Node, ka *Keepalive) {
 			ka.MinPingInterval = d
 		}
 	})
+}
+
+// path resolves a path in the file against its directory; "" stays "".
+func (p *parser) path(s string) string {
+	if s == "" || filepath.IsAbs(s) {
+		return s
+	}
+	return filepath.Join(p.dir, s)
+}
+
+// tls walks xds.tls. A null block is no TLS; a block with problems gives
+// nil after reporting them.
+func (p *parser) tls(path string, k, v *yaml.Node) *TLS {
+	if isNull(v) {
+		return nil
+	}
+	t := &TLS{MinVersion: tls.VersionTLS12}
+	nerrs := len(p.errs)
+	var caKey, allowKey *yaml.Node
+	var hasCert, hasKey bool
+	known := []string{"cert_file", "key_file", "client_ca_file", "min_version", "allow"}
+	if !p.fields(path, k, v, known, func(name string, k, v *yaml.Node) {
+		kpath := path + "." + name
+		switch name {
+		case "cert_file", "key_file", "client_ca_file":
+			hasCert = hasCert || name == "cert_file"
+			hasKey = hasKey || name == "key_file"
+			s, ok := p.str(kpath, k, v)
+			if !ok {
+				return
+			}
+			if s == "" {
+				p.errorf(k.Line, "%s: must not be empty (want a path to a PEM file)", kpath)
+				return
+			}
+			switch name {
+			case "cert_file":
+				t.CertFile = p.path(s)
+			case "key_file":
+				t.KeyFile = p.path(s)
+			case "client_ca_file":
+				caKey, t.ClientCAFile = k, p.path(s)
+			}
+		case "min_version":
+			s, ok := p.str(kpath, k, v)
+			switch {
+			case !ok:
+			case s == "1.2":
+				t.MinVersion = tls.VersionTLS12
+			case s == "1.3":
+				t.MinVersion = tls.VersionTLS13
+			default:
+				p.errorf(k.Line, "%s: unknown TLS version %q (want \"1.2\" or \"1.3\")", kpath, s)
+			}
+		case "allow":
+			allowKey = k
+			t.Allow = p.allow(kpath, k, v)
+		}
+	}) {
+		return nil
+	}
+	line := k.Line
+	if !hasCert {
+		p.errorf(line, "%s: missing cert_file (the server's PEM certificate chain)", path)
+	}
+	if !hasKey {
+		p.errorf(line, "%s: missing key_file (the server's PEM private key)", path)
+	}
+	if allowKey != nil && caKey == nil {
+		p.errorf(allowKey.Line, "%s.allow: needs client_ca_file: identities come from verified client certificates", path)
+	}
+	if len(p.errs) != nerrs {
+		return nil
+	}
+	return t
+}
+
+// allow walks xds.tls.allow, a list of rules.
+func (p *parser) allow(path string, k, v *yaml.Node) []AllowRule {
+	v = resolve(v)
+	if isNull(v) {
+		return nil
+	}
+	if v.Kind != yaml.SequenceNode {
+		p.errorf(k.Line, "%s: expected a list of rules (identity, node_ids, node_clusters), found %s", path, describe(v))
+		return nil
+	}
+	var out []AllowRule
+	for i, e := range v.Content {
+		epath := fmt.Sprintf("%s[%d]", path, i)
+		line := e.Line
+		var r AllowRule
+		var hasID bool
+		p.fields(epath, nil, e, []string{"identity", "node_ids", "node_clusters"}, func(name string, k, v *yaml.Node) {
+			kpath := epath + "." + name
+			switch name {
+			case "identity":
+				if s, ok := p.str(kpath, k, v); ok && s != "" {
+					hasID, r.Identity = true, s
+					p.pattern(kpath, k, s)
+				} else if ok {
+					p.errorf(k.Line, "%s: must not be empty", kpath)
+					hasID = true
+				}
+			case "node_ids", "node_clusters":
+				list := p.strList(kpath, k, v)
+				for _, s := range list {
+					p.pattern(kpath, k, s)
+				}
+				if name == "node_ids" {
+					r.NodeIDs = list
+				} else {
+					r.NodeClusters = list
+				}
+			}
+		})
+		if resolve(e).Kind == yaml.MappingNode {
+			if !hasID {
+				p.errorf(line, "%s: missing identity (a URI or DNS SAN pattern of client certificates)", epath)
+			}
+			if len(r.NodeIDs) == 0 && len(r.NodeClusters) == 0 {
+				p.errorf(line, "%s: set node_ids or node_clusters (or both; [\"*\"] means any)", epath)
+			}
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// strList reads a list of non-empty strings.
+func (p *parser) strList(path string, k, v *yaml.Node) []string {
+	v = resolve(v)
+	if isNull(v) {
+		return nil
+	}
+	if v.Kind != yaml.SequenceNode {
+		p.errorf(k.Line, "%s: expected a list of strings, found %s", path, describe(v))
+		return nil
+	}
+	var out []string
+	for i, e := range v.Content {
+		e = resolve(e)
+		if e.Kind != yaml.ScalarNode || isNull(e) || e.Value == "" {
+			p.errorf(e.Line, "%s[%d]: expected a non-empty string, found %s", path, i, describe(e))
+			continue
+		}
+		out = append(out, e.Value)
+	}
+	return out
+}
+
+// pattern reports a malformed allow-list glob.
+func (p *parser) pattern(path string, k *yaml.Node, s string) {
+	if err := allowlist.ValidPattern(s); err != nil {
+		p.errorf(k.Line, "%s: %v", path, err)
+	}
 }
 
 // bucket walks a rate limit bucket over the defaults in b.

@@ -268,8 +268,9 @@ func TestClientsAndMetrics(t *testing.T) {
 			t.Errorf("%s%v = %v (present %v), want %v", m.name, m.labels, got, ok, m.want)
 		}
 	}
+	// Profiles are off unless admin.pprof is set.
 	resp, err := httpGet(b, "/debug/pprof/")
-	if err != nil || resp != 200 {
-		t.Errorf("GET /debug/pprof/: %d %v", resp, err)
+	if err != nil || resp != 404 {
+		t.Errorf("GET /debug/pprof/: %d %v, want 404 by default", resp, err)
 	}
 }

@@ -44,7 +44,7 @@ func CheckExposure(address string, hasTokenFile, hasClientCA bool) error {
 	if address == "" || IsLoopback(address) || hasTokenFile || hasClientCA {
 		return nil
 	}
-	return fmt.Errorf("%s is not a loopback address: set admin.token_file or admin.tls.client_ca_file, or listen on 127.0.0.1", address)
+	return fmt.Errorf("%s is not a loopback address: set admin.token_file, or listen on 127.0.0.1", address)
 }
 
 // LoopbackOnly refuses, with 403, requests that do not come from a

@@ -45,8 +45,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 {
 		switch args[0] {
 		case "plugin":
-			// Hidden: the plugin host runs the synthetic source this way.
-			sdk.Serve(synth.Plugin(version))
+			// Hidden: the plugin host runs the synthetic source this way. A
+			// driver that died cannot stop it: it exits when the driver's
+			// control socket closes.
+			sdk.Serve(synth.Plugin(version, func() { os.Exit(3) }))
 			return 0
 		case "clients":
 			// Hidden: the benchmark runs its clients in a process of their own.

@@ -43,22 +43,35 @@ func merge(name string, contribs []contribution) (*Cluster, []rejection) {
 			out.Endpoints = append(out.Endpoints, Endpoint{Endpoint: e, Sources: []string{c.source}})
 		}
 	}
-	slices.SortFunc(out.Endpoints, compareEndpoints)
+	sortEndpoints(out.Endpoints)
 	return out, conflicts
 }
 
-func compareEndpoints(x, y Endpoint) int {
-	if c := cmp.Or(
-		cmp.Compare(x.Priority, y.Priority),
-		cmp.Compare(x.Locality.Region, y.Locality.Region),
-		cmp.Compare(x.Locality.Zone, y.Locality.Zone),
-		cmp.Compare(x.Locality.SubZone, y.Locality.SubZone),
-	); c != 0 {
-		return c
+// sortEndpoints sorts by priority, locality, address (as numbers) and port,
+// parsing each address once rather than on every comparison.
+func sortEndpoints(eps []Endpoint) {
+	type keyed struct {
+		addr netip.Addr
+		ep   Endpoint
 	}
-	ax, _ := netip.ParseAddr(x.Address)
-	ay, _ := netip.ParseAddr(y.Address)
-	return cmp.Or(ax.Compare(ay), cmp.Compare(x.Port, y.Port))
+	ks := make([]keyed, len(eps))
+	for i, e := range eps {
+		a, _ := netip.ParseAddr(e.Address) // validated on the way in
+		ks[i] = keyed{a, e}
+	}
+	slices.SortFunc(ks, func(x, y keyed) int {
+		return cmp.Or(
+			cmp.Compare(x.ep.Priority, y.ep.Priority),
+			cmp.Compare(x.ep.Locality.Region, y.ep.Locality.Region),
+			cmp.Compare(x.ep.Locality.Zone, y.ep.Locality.Zone),
+			cmp.Compare(x.ep.Locality.SubZone, y.ep.Locality.SubZone),
+			x.addr.Compare(y.addr),
+			cmp.Compare(x.ep.Port, y.ep.Port),
+		)
+	})
+	for i := range ks {
+		eps[i] = ks[i].ep
+	}
 }
 
 func mergedEqual(a, b *Cluster) bool {

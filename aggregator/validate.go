@@ -52,22 +52,25 @@ func validateCluster(source string, c *sdk.Cluster, checkOverlay func([]byte) er
 	good := make([]sdk.Endpoint, 0, len(c.Endpoints))
 	for i := range c.Endpoints {
 		e := &c.Endpoints[i]
-		where := fmt.Sprintf("source %q: cluster %q: endpoint %d (%s)", source, c.Name, i, hostPort(e.Address, e.Port))
+		// where names the endpoint in a rejection; built only for one.
+		where := func() string {
+			return fmt.Sprintf("source %q: cluster %q: endpoint %d (%s)", source, c.Name, i, hostPort(e.Address, e.Port))
+		}
 		addr, err := netip.ParseAddr(e.Address)
 		switch {
 		case err != nil || addr.Zone() != "":
-			rejected = append(rejected, rejection{ReasonBadAddress, where + ": address is not an IP address"})
+			rejected = append(rejected, rejection{ReasonBadAddress, where() + ": address is not an IP address"})
 			continue
 		case e.Port == 0 || e.Port > 65535:
-			rejected = append(rejected, rejection{ReasonBadPort, fmt.Sprintf("%s: port %d outside 1-65535", where, e.Port)})
+			rejected = append(rejected, rejection{ReasonBadPort, fmt.Sprintf("%s: port %d outside 1-65535", where(), e.Port)})
 			continue
 		case e.Health < sdk.HealthUnknown || e.Health > sdk.Degraded:
-			rejected = append(rejected, rejection{ReasonBadHealth, fmt.Sprintf("%s: unknown health value %d", where, int(e.Health))})
+			rejected = append(rejected, rejection{ReasonBadHealth, fmt.Sprintf("%s: unknown health value %d", where(), int(e.Health))})
 			continue
 		}
 		k := key{addr.Unmap(), e.Port}
 		if _, dup := seen[k]; dup {
-			rejected = append(rejected, rejection{ReasonDuplicateEndpoint, where + ": duplicate address and port"})
+			rejected = append(rejected, rejection{ReasonDuplicateEndpoint, where() + ": duplicate address and port"})
 			continue
 		}
 		seen[k] = struct{}{}

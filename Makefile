@@ -16,7 +16,7 @@ TOOLS    := $(CURDIR)/bin/tools
 PROTOC_GEN_GO_VERSION      := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.5.1
 
-.PHONY: all build run test test-deps test-short vet fmt proto clean bench bench-full reliability fuzz fuzz-short
+.PHONY: all build run test test-deps test-short vet fmt proto clean bench bench-full bench-micro reliability fuzz fuzz-short
 
 all: build
 
@@ -60,6 +60,10 @@ bench:
 
 bench-full:
 	$(GO) run ./cmd/xdsbench --profile full --out bench/results
+
+# bench-micro runs the per-stage microbenchmarks.
+bench-micro:
+	$(GO) test -run '^$$' -bench . -benchmem ./bench/
 
 FUZZTIME     ?= 5m
 FUZZ_TARGETS := ./internal/config:FuzzParse ./plugins/static:FuzzParseFile ./aggregator:FuzzApply ./xds:FuzzRESTRequest ./internal/wire:FuzzAssembler

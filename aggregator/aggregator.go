@@ -276,14 +276,17 @@ func clusterEqual(a, b *sdk.Cluster) bool {
 		return false
 	}
 	for i := range a.Endpoints {
-		x, y := &a.Endpoints[i], &b.Endpoints[i]
-		if x.Address != y.Address || x.Port != y.Port || x.Weight != y.Weight || x.Health != y.Health ||
-			x.Locality != y.Locality || x.Priority != y.Priority || x.Hostname != y.Hostname ||
-			len(x.Metadata) != len(y.Metadata) || (len(x.Metadata) > 0 && !reflect.DeepEqual(x.Metadata, y.Metadata)) {
+		if !endpointEqual(&a.Endpoints[i], &b.Endpoints[i]) {
 			return false
 		}
 	}
 	return true
+}
+
+func endpointEqual(x, y *sdk.Endpoint) bool {
+	return x.Address == y.Address && x.Port == y.Port && x.Weight == y.Weight && x.Health == y.Health &&
+		x.Locality == y.Locality && x.Priority == y.Priority && x.Hostname == y.Hostname &&
+		len(x.Metadata) == len(y.Metadata) && (len(x.Metadata) == 0 || reflect.DeepEqual(x.Metadata, y.Metadata))
 }
 
 // Run builds and publishes changes until ctx ends.
@@ -335,15 +338,6 @@ func (a *Aggregator) waitForSources(ctx context.Context) error {
 				"waiting_for", missing, "after", a.opts.ReadyTimeout)
 			return nil
 		}
-	}
-}
-
-func (a *Aggregator) isReady() bool {
-	select {
-	case <-a.readyCh:
-		return true
-	default:
-		return false
 	}
 }
 

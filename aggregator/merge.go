@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
-
-	"github.com/xdsbridge/xdsbridge/sdk"
 )
 
 // merge unions the endpoints of every source's version of a cluster.
@@ -79,19 +77,10 @@ func mergedEqual(a, b *Cluster) bool {
 		return false
 	}
 	for i := range a.Endpoints {
-		if !slices.Equal(a.Endpoints[i].Sources, b.Endpoints[i].Sources) {
+		x, y := &a.Endpoints[i], &b.Endpoints[i]
+		if !slices.Equal(x.Sources, y.Sources) || !endpointEqual(&x.Endpoint, &y.Endpoint) {
 			return false
 		}
 	}
-	x := &sdk.Cluster{Endpoints: endpointsOf(a)}
-	y := &sdk.Cluster{Endpoints: endpointsOf(b)}
-	return clusterEqual(x, y)
-}
-
-func endpointsOf(c *Cluster) []sdk.Endpoint {
-	out := make([]sdk.Endpoint, len(c.Endpoints))
-	for i, e := range c.Endpoints {
-		out[i] = e.Endpoint
-	}
-	return out
+	return true
 }

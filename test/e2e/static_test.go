@@ -23,7 +23,6 @@ import (
 	sotwclient "github.com/envoyproxy/go-control-plane/pkg/client/sotw/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/encoding/protojson"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 )
 
@@ -369,5 +368,3 @@ func TestVersionsSurviveRestart(t *testing.T) {
 		t.Fatalf("versions %q vs %q (bytes equal: %v)", v1, v2, bytes.Equal(b1, b2))
 	}
 }
-
-var _ = proto.Equal

@@ -5,6 +5,8 @@ import (
 	"strings"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/xdsbridge/xdsbridge/internal/yamlnode"
 )
 
 // Locate returns the line in the configuration file of a dotted path inside
@@ -23,7 +25,7 @@ func (p *Plugin) Locate(path string) int {
 		return line
 	}
 	for _, s := range splitPath(path) {
-		n = resolve(n)
+		n = yamlnode.Resolve(n)
 		if s.key == "" {
 			if n.Kind != yaml.SequenceNode || s.index >= len(n.Content) {
 				return line
@@ -89,9 +91,9 @@ func lookup(m *yaml.Node, key string, depth int) (k, v *yaml.Node) {
 	}
 	var merges []*yaml.Node
 	for i := 0; i+1 < len(m.Content); i += 2 {
-		kn := resolve(m.Content[i])
-		if isMerge(kn) {
-			merges = append(merges, resolve(m.Content[i+1]))
+		kn := yamlnode.Resolve(m.Content[i])
+		if yamlnode.IsMerge(kn) {
+			merges = append(merges, yamlnode.Resolve(m.Content[i+1]))
 			continue
 		}
 		if kn.Kind == yaml.ScalarNode && kn.Value == key {
@@ -104,7 +106,7 @@ func lookup(m *yaml.Node, key string, depth int) (k, v *yaml.Node) {
 			srcs = src.Content
 		}
 		for _, s := range srcs {
-			if s = resolve(s); s.Kind == yaml.MappingNode {
+			if s = yamlnode.Resolve(s); s.Kind == yaml.MappingNode {
 				if k, v := lookup(s, key, depth+1); k != nil {
 					return k, v
 				}

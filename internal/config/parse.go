@@ -23,6 +23,7 @@ import (
 
 	"github.com/xdsbridge/xdsbridge/internal/security/allowlist"
 	"github.com/xdsbridge/xdsbridge/internal/suggest"
+	"github.com/xdsbridge/xdsbridge/internal/yamlnode"
 )
 
 // parser walks a plugins.yaml node tree and collects every problem.
@@ -74,7 +75,7 @@ func (p *parser) spend(cost int) bool {
 func (p *parser) tooLarge(line int, path string) {
 	if p.exhausted && !p.reported {
 		p.reported = true
-		p.errorf(line, "%s: too large, or expands too far through aliases", where(path))
+		p.errorf(line, "%s: too large, or expands too far through aliases", yamlnode.Where(path))
 	}
 }
 
@@ -129,92 +130,6 @@ func (p *parser) parse(data []byte, cfg *Config) {
 	p.tooLarge(doc.Line, "")
 }
 
-// pair is a key and its value in a mapping.
-type pair struct{ key, val *yaml.Node }
-
-// resolve follows an alias to the node it names.
-func resolve(n *yaml.Node) *yaml.Node {
-	for n != nil && n.Kind == yaml.AliasNode && n.Alias != nil {
-		n = n.Alias
-	}
-	return n
-}
-
-func isNull(n *yaml.Node) bool {
-	n = resolve(n)
-	return n == nil || n.Kind == 0 || (n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null")
-}
-
-func isMerge(k *yaml.Node) bool {
-	return k.Kind == yaml.ScalarNode && k.ShortTag() == "!!merge"
-}
-
-// pairs returns the entries of mapping n with merge keys (<<) expanded,
-// explicit keys first. It reports duplicate and non-scalar keys at path.
-func (p *parser) pairs(n *yaml.Node, path string) []pair {
-	if !p.spend(len(n.Content)/2 + 1) {
-		return nil
-	}
-	var out, merged []pair
-	seen := map[string]*yaml.Node{}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := resolve(n.Content[i]), n.Content[i+1]
-		if isMerge(k) {
-			merged = append(merged, p.mergeSources(v, path)...)
-			continue
-		}
-		if k.Kind != yaml.ScalarNode {
-			p.errorf(k.Line, "%s: a key must be a plain value, found %s", where(path), describe(k))
-			continue
-		}
-		if first, dup := seen[k.Value]; dup {
-			p.errorf(k.Line, "%s: duplicate key %q (first at line %d)", where(path), k.Value, first.Line)
-			continue
-		}
-		seen[k.Value] = k
-		out = append(out, pair{k, v})
-	}
-	for _, m := range merged {
-		if _, ok := seen[m.key.Value]; !ok {
-			seen[m.key.Value] = m.key
-			out = append(out, m)
-		}
-	}
-	return out
-}
-
-// mergeSources returns the pairs a merge key's value brings in: a mapping,
-// or a list of mappings where earlier ones win.
-func (p *parser) mergeSources(v *yaml.Node, path string) []pair {
-	v = resolve(v)
-	switch v.Kind {
-	case yaml.MappingNode:
-		return p.pairs(v, path)
-	case yaml.SequenceNode:
-		var out []pair
-		for _, m := range v.Content {
-			m = resolve(m)
-			if m.Kind != yaml.MappingNode {
-				p.errorf(m.Line, "%s: a merge key (<<) takes mappings, found %s", where(path), describe(m))
-				continue
-			}
-			out = append(out, p.pairs(m, path)...)
-		}
-		return out
-	default:
-		p.errorf(v.Line, "%s: a merge key (<<) takes a mapping, found %s", where(path), describe(v))
-		return nil
-	}
-}
-
-// where names path in a message; the top level has no path.
-func where(path string) string {
-	if path == "" {
-		return "top level"
-	}
-	return path
-}
-
 func join(path, key string) string {
 	if path == "" {
 		return key
@@ -222,37 +137,13 @@ func join(path, key string) string {
 	return path + "." + key
 }
 
-// describe says what a node is, for "expected X, found Y" messages.
-func describe(n *yaml.Node) string {
-	n = resolve(n)
-	switch n.Kind {
-	case yaml.MappingNode:
-		return "a mapping"
-	case yaml.SequenceNode:
-		return "a list"
-	case yaml.ScalarNode:
-		switch n.ShortTag() {
-		case "!!null":
-			return "nothing (null)"
-		case "!!bool":
-			return fmt.Sprintf("a boolean (%s)", n.Value)
-		case "!!int", "!!float":
-			return fmt.Sprintf("a number (%s)", n.Value)
-		default:
-			return fmt.Sprintf("a string (%q)", n.Value)
-		}
-	default:
-		return "an unknown node"
-	}
-}
-
 // fields walks the mapping under key k (k is nil at the top level). It
 // reports an unknown key with a suggestion, and calls set for each known
 // key. A null value is an empty mapping. It reports whether v was a mapping
 // (or null).
 func (p *parser) fields(path string, k, v *yaml.Node, known []string, set func(name string, k, v *yaml.Node)) bool {
-	v = resolve(v)
-	if isNull(v) {
+	v = yamlnode.Resolve(v)
+	if yamlnode.IsNull(v) {
 		return true
 	}
 	if v.Kind != yaml.MappingNode {
@@ -260,11 +151,11 @@ func (p *parser) fields(path string, k, v *yaml.Node, known []string, set func(n
 		if k != nil {
 			line = k.Line
 		}
-		p.errorf(line, "%s: expected a mapping, found %s", where(path), describe(v))
+		p.errorf(line, "%s: expected a mapping, found %s", yamlnode.Where(path), yamlnode.Describe(v))
 		return false
 	}
 	for _, pr := range p.pairs(v, path) {
-		name := pr.key.Value
+		name := pr.Key.Value
 		if path == "" && strings.HasPrefix(name, "x-") {
 			continue // a place for anchors, as in Compose files
 		}
@@ -273,10 +164,10 @@ func (p *parser) fields(path string, k, v *yaml.Node, known []string, set func(n
 			if path == "" {
 				in = " at the top level"
 			}
-			p.errorf(pr.key.Line, "unknown key %q%s%s", name, in, suggestion(name, known))
+			p.errorf(pr.Key.Line, "unknown key %q%s%s", name, in, suggestion(name, known))
 			continue
 		}
-		set(name, pr.key, pr.val)
+		set(name, pr.Key, pr.Val)
 	}
 	return true
 }
@@ -292,12 +183,12 @@ func suggestion(s string, known []string) string {
 
 // str reads a string value. Null is "".
 func (p *parser) str(path string, k, v *yaml.Node) (string, bool) {
-	v = resolve(v)
-	if isNull(v) {
+	v = yamlnode.Resolve(v)
+	if yamlnode.IsNull(v) {
 		return "", true
 	}
 	if v.Kind != yaml.ScalarNode {
-		p.errorf(k.Line, "%s: expected a string, found %s", path, describe(v))
+		p.errorf(k.Line, "%s: expected a string, found %s", path, yamlnode.Describe(v))
 		return "", false
 	}
 	return v.Value, true
@@ -305,9 +196,9 @@ func (p *parser) str(path string, k, v *yaml.Node) (string, bool) {
 
 // duration reads a non-negative duration such as 10ms or 1.5s.
 func (p *parser) duration(path string, k, v *yaml.Node) (time.Duration, bool) {
-	v = resolve(v)
-	if v.Kind != yaml.ScalarNode || isNull(v) {
-		p.errorf(k.Line, "%s: expected a duration such as 10ms or 1.5s, found %s", path, describe(v))
+	v = yamlnode.Resolve(v)
+	if v.Kind != yaml.ScalarNode || yamlnode.IsNull(v) {
+		p.errorf(k.Line, "%s: expected a duration such as 10ms or 1.5s, found %s", path, yamlnode.Describe(v))
 		return 0, false
 	}
 	d, err := time.ParseDuration(v.Value)
@@ -324,14 +215,14 @@ func (p *parser) duration(path string, k, v *yaml.Node) (time.Duration, bool) {
 
 // boolean reads true or false.
 func (p *parser) boolean(path string, k, v *yaml.Node) (bool, bool) {
-	v = resolve(v)
+	v = yamlnode.Resolve(v)
 	if v.Kind != yaml.ScalarNode || v.ShortTag() != "!!bool" {
-		p.errorf(k.Line, "%s: expected true or false, found %s", path, describe(v))
+		p.errorf(k.Line, "%s: expected true or false, found %s", path, yamlnode.Describe(v))
 		return false, false
 	}
 	var b bool
 	if err := v.Decode(&b); err != nil {
-		p.errorf(k.Line, "%s: expected true or false, found %s", path, describe(v))
+		p.errorf(k.Line, "%s: expected true or false, found %s", path, yamlnode.Describe(v))
 		return false, false
 	}
 	return b, true
@@ -339,9 +230,9 @@ func (p *parser) boolean(path string, k, v *yaml.Node) (bool, bool) {
 
 // number reads a non-negative number such as 50 or 0.5.
 func (p *parser) number(path string, k, v *yaml.Node) (float64, bool) {
-	v = resolve(v)
+	v = yamlnode.Resolve(v)
 	if v.Kind != yaml.ScalarNode || (v.ShortTag() != "!!int" && v.ShortTag() != "!!float") {
-		p.errorf(k.Line, "%s: expected a number, found %s", path, describe(v))
+		p.errorf(k.Line, "%s: expected a number, found %s", path, yamlnode.Describe(v))
 		return 0, false
 	}
 	f, err := strconv.ParseFloat(strings.ReplaceAll(v.Value, "_", ""), 64)
@@ -358,9 +249,9 @@ func (p *parser) number(path string, k, v *yaml.Node) (float64, bool) {
 
 // integer reads a whole number in [lo, hi].
 func (p *parser) integer(path string, k, v *yaml.Node, lo, hi int) (int, bool) {
-	v = resolve(v)
+	v = yamlnode.Resolve(v)
 	if v.Kind != yaml.ScalarNode || v.ShortTag() != "!!int" {
-		p.errorf(k.Line, "%s: expected a whole number, found %s", path, describe(v))
+		p.errorf(k.Line, "%s: expected a whole number, found %s", path, yamlnode.Describe(v))
 		return 0, false
 	}
 	var n int
@@ -563,7 +454,7 @@ func (p *parser) path(s string) string {
 // tls walks xds.tls. A null block is no TLS; a block with problems gives
 // nil after reporting them.
 func (p *parser) tls(path string, k, v *yaml.Node) *TLS {
-	if isNull(v) {
+	if yamlnode.IsNull(v) {
 		return nil
 	}
 	t := &TLS{MinVersion: tls.VersionTLS12}
@@ -629,12 +520,12 @@ func (p *parser) tls(path string, k, v *yaml.Node) *TLS {
 
 // allow walks xds.tls.allow, a list of rules.
 func (p *parser) allow(path string, k, v *yaml.Node) []AllowRule {
-	v = resolve(v)
-	if isNull(v) {
+	v = yamlnode.Resolve(v)
+	if yamlnode.IsNull(v) {
 		return nil
 	}
 	if v.Kind != yaml.SequenceNode {
-		p.errorf(k.Line, "%s: expected a list of rules (identity, node_ids, node_clusters), found %s", path, describe(v))
+		p.errorf(k.Line, "%s: expected a list of rules (identity, node_ids, node_clusters), found %s", path, yamlnode.Describe(v))
 		return nil
 	}
 	var out []AllowRule
@@ -666,7 +557,7 @@ func (p *parser) allow(path string, k, v *yaml.Node) []AllowRule {
 				}
 			}
 		})
-		if resolve(e).Kind == yaml.MappingNode {
+		if yamlnode.Resolve(e).Kind == yaml.MappingNode {
 			if !hasID {
 				p.errorf(line, "%s: missing identity (a URI or DNS SAN pattern of client certificates)", epath)
 			}
@@ -681,19 +572,19 @@ func (p *parser) allow(path string, k, v *yaml.Node) []AllowRule {
 
 // strList reads a list of non-empty strings.
 func (p *parser) strList(path string, k, v *yaml.Node) []string {
-	v = resolve(v)
-	if isNull(v) {
+	v = yamlnode.Resolve(v)
+	if yamlnode.IsNull(v) {
 		return nil
 	}
 	if v.Kind != yaml.SequenceNode {
-		p.errorf(k.Line, "%s: expected a list of strings, found %s", path, describe(v))
+		p.errorf(k.Line, "%s: expected a list of strings, found %s", path, yamlnode.Describe(v))
 		return nil
 	}
 	var out []string
 	for i, e := range v.Content {
-		e = resolve(e)
-		if e.Kind != yaml.ScalarNode || isNull(e) || e.Value == "" {
-			p.errorf(e.Line, "%s[%d]: expected a non-empty string, found %s", path, i, describe(e))
+		e = yamlnode.Resolve(e)
+		if e.Kind != yaml.ScalarNode || yamlnode.IsNull(e) || e.Value == "" {
+			p.errorf(e.Line, "%s[%d]: expected a non-empty string, found %s", path, i, yamlnode.Describe(e))
 			continue
 		}
 		out = append(out, e.Value)
@@ -767,12 +658,12 @@ var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]*$`)
 
 // plugins walks the plugins list.
 func (p *parser) plugins(k, v *yaml.Node) []Plugin {
-	v = resolve(v)
-	if isNull(v) {
+	v = yamlnode.Resolve(v)
+	if yamlnode.IsNull(v) {
 		return nil
 	}
 	if v.Kind != yaml.SequenceNode {
-		p.errorf(k.Line, "plugins: expected a list of plugins, found %s", describe(v))
+		p.errorf(k.Line, "plugins: expected a list of plugins, found %s", yamlnode.Describe(v))
 		return nil
 	}
 	var out []Plugin
@@ -780,9 +671,9 @@ func (p *parser) plugins(k, v *yaml.Node) []Plugin {
 	for i, e := range v.Content {
 		path := fmt.Sprintf("plugins[%d]", i)
 		line := e.Line
-		e = resolve(e)
+		e = yamlnode.Resolve(e)
 		if e.Kind != yaml.MappingNode {
-			p.errorf(line, "%s: expected a mapping with name, type or command, and config; found %s", path, describe(e))
+			p.errorf(line, "%s: expected a mapping with name, type or command, and config; found %s", path, yamlnode.Describe(e))
 			continue
 		}
 		pl, nameLine, ok := p.plugin(path, line, e)
@@ -847,12 +738,12 @@ func (p *parser) plugin(path string, line int, n *yaml.Node) (Plugin, int, bool)
 			p.restart(kpath, k, v, &pl.Restart)
 		case "config":
 			pl.configLine = k.Line
-			v = resolve(v)
-			if isNull(v) {
+			v = yamlnode.Resolve(v)
+			if yamlnode.IsNull(v) {
 				return
 			}
 			if v.Kind != yaml.MappingNode {
-				p.errorf(k.Line, "%s: expected a mapping (the plugin's settings), found %s", kpath, describe(v))
+				p.errorf(k.Line, "%s: expected a mapping (the plugin's settings), found %s", kpath, yamlnode.Describe(v))
 				return
 			}
 			pl.configNode = v
@@ -890,11 +781,11 @@ func (p *parser) plugin(path string, line int, n *yaml.Node) (Plugin, int, bool)
 // command reads a command: a list of strings, or one string split on
 // spaces. It resolves and checks the program.
 func (p *parser) command(path string, k, v *yaml.Node) []string {
-	v = resolve(v)
+	v = yamlnode.Resolve(v)
 	var args []string
 	line := k.Line
 	switch {
-	case isNull(v):
+	case yamlnode.IsNull(v):
 	case v.Kind == yaml.ScalarNode:
 		args = strings.Fields(v.Value)
 	case v.Kind == yaml.SequenceNode:
@@ -903,9 +794,9 @@ func (p *parser) command(path string, k, v *yaml.Node) []string {
 			if i == 0 {
 				line = e.Line
 			}
-			e = resolve(e)
-			if e.Kind != yaml.ScalarNode || isNull(e) {
-				p.errorf(e.Line, "%s[%d]: expected a string, found %s", path, i, describe(e))
+			e = yamlnode.Resolve(e)
+			if e.Kind != yaml.ScalarNode || yamlnode.IsNull(e) {
+				p.errorf(e.Line, "%s[%d]: expected a string, found %s", path, i, yamlnode.Describe(e))
 				ok = false
 				continue
 			}
@@ -915,7 +806,7 @@ func (p *parser) command(path string, k, v *yaml.Node) []string {
 			return nil
 		}
 	default:
-		p.errorf(k.Line, "%s: expected a list (program and arguments) or a string, found %s", path, describe(v))
+		p.errorf(k.Line, "%s: expected a list (program and arguments) or a string, found %s", path, yamlnode.Describe(v))
 		return nil
 	}
 	if len(args) == 0 || args[0] == "" {
@@ -1019,7 +910,7 @@ func (p *parser) restart(path string, k, v *yaml.Node, r *Restart) {
 // comments dropped and flow style turned to block style, so that it
 // re-encodes as a standalone document.
 func (p *parser) flatten(n *yaml.Node, path string) *yaml.Node {
-	n = resolve(n)
+	n = yamlnode.Resolve(n)
 	if !p.spend(1) {
 		return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!null"}
 	}
@@ -1029,7 +920,7 @@ func (p *parser) flatten(n *yaml.Node, path string) *yaml.Node {
 	switch n.Kind {
 	case yaml.MappingNode:
 		for _, pr := range p.pairs(n, path) {
-			c.Content = append(c.Content, p.flatten(pr.key, path), p.flatten(pr.val, join(path, pr.key.Value)))
+			c.Content = append(c.Content, p.flatten(pr.Key, path), p.flatten(pr.Val, join(path, pr.Key.Value)))
 		}
 	case yaml.SequenceNode:
 		for i, e := range n.Content {
@@ -1037,4 +928,9 @@ func (p *parser) flatten(n *yaml.Node, path string) *yaml.Node {
 		}
 	}
 	return c
+}
+
+// pairs returns the entries of mapping n (see yamlnode.Walker.Pairs).
+func (p *parser) pairs(n *yaml.Node, path string) []yamlnode.Pair {
+	return yamlnode.Walker{Errorf: p.errorf, Spend: p.spend}.Pairs(n, path)
 }

@@ -17,6 +17,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/xdsbridge/xdsbridge/internal/suggest"
+	"github.com/xdsbridge/xdsbridge/internal/yamlnode"
 	"github.com/xdsbridge/xdsbridge/sdk"
 	"github.com/xdsbridge/xdsbridge/xds/translate"
 
@@ -94,7 +95,7 @@ func (p *fileParser) spend(cost int) bool {
 func (p *fileParser) tooLarge(line int, path string) {
 	if p.budget < 0 && !p.reported {
 		p.reported = true
-		p.errorf(line, "%s: too large, or expands too far through aliases", where(path))
+		p.errorf(line, "%s: too large, or expands too far through aliases", yamlnode.Where(path))
 	}
 }
 
@@ -129,7 +130,7 @@ func (p *fileParser) parse(data []byte) sdk.Update {
 		p.yamlError(err)
 		return sdk.Update{}
 	}
-	if len(doc.Content) == 0 || isNull(doc.Content[0]) {
+	if len(doc.Content) == 0 || yamlnode.IsNull(doc.Content[0]) {
 		// An editor that truncates the file before writing it shows us an
 		// empty file for a moment; serving nothing then would drop every
 		// cluster. An empty state has to be asked for.
@@ -155,9 +156,9 @@ func (p *fileParser) clusters(k, v *yaml.Node) []sdk.Cluster {
 	for i, e := range p.list("clusters", k, v) {
 		path := fmt.Sprintf("clusters[%d]", i)
 		line := e.Line
-		e = resolve(e)
+		e = yamlnode.Resolve(e)
 		if e.Kind != yaml.MappingNode {
-			p.errorf(line, "%s: expected a mapping with name and endpoints, found %s", path, describe(e))
+			p.errorf(line, "%s: expected a mapping with name and endpoints, found %s", path, yamlnode.Describe(e))
 			continue
 		}
 		c, nameLine, ok := p.cluster(path, line, e)
@@ -189,7 +190,7 @@ func (p *fileParser) cluster(path string, line int, n *yaml.Node) (sdk.Cluster, 
 	}
 	var overlay []field
 	for _, pr := range p.pairs(n, path) {
-		k, v := pr.key, pr.val
+		k, v := pr.Key, pr.Val
 		switch k.Value {
 		case "name":
 			nameKey, nameLine = k, k.Line
@@ -248,9 +249,9 @@ func (p *fileParser) endpoints(path string, k, v *yaml.Node) []sdk.Endpoint {
 	for i, e := range p.list(path, k, v) {
 		epath := fmt.Sprintf("%s[%d]", path, i)
 		line := e.Line
-		e = resolve(e)
+		e = yamlnode.Resolve(e)
 		if e.Kind != yaml.MappingNode {
-			p.errorf(line, "%s: expected a mapping with address and port, found %s", epath, describe(e))
+			p.errorf(line, "%s: expected a mapping with address and port, found %s", epath, yamlnode.Describe(e))
 			continue
 		}
 		ep, ap, ok := p.endpoint(epath, line, e)
@@ -341,8 +342,8 @@ func (p *fileParser) endpoint(path string, line int, n *yaml.Node) (sdk.Endpoint
 				}
 			})
 		case "metadata":
-			if m := resolve(v); !isNull(m) && m.Kind != yaml.MappingNode {
-				p.errorf(k.Line, "%s: expected a mapping, found %s", kpath, describe(m))
+			if m := yamlnode.Resolve(v); !yamlnode.IsNull(m) && m.Kind != yaml.MappingNode {
+				p.errorf(k.Line, "%s: expected a mapping, found %s", kpath, yamlnode.Describe(m))
 				return
 			}
 			if md, ok := p.value(kpath, k, v, true); ok && md != nil {
@@ -363,13 +364,13 @@ var wholeRE = regexp.MustCompile(`^[-+]?[0-9_]+$`)
 
 // integer reads an integer value.
 func (p *fileParser) integer(path string, k, v *yaml.Node) (int64, bool) {
-	v = resolve(v)
+	v = yamlnode.Resolve(v)
 	if v.Kind == yaml.ScalarNode && v.ShortTag() == "!!float" && wholeRE.MatchString(v.Value) {
 		p.errorf(k.Line, "%s: %s is out of range", path, v.Value)
 		return 0, false
 	}
 	if v.Kind != yaml.ScalarNode || v.ShortTag() != "!!int" {
-		p.errorf(k.Line, "%s: expected a whole number, found %s", path, describe(v))
+		p.errorf(k.Line, "%s: expected a whole number, found %s", path, yamlnode.Describe(v))
 		return 0, false
 	}
 	var n int64
@@ -399,9 +400,9 @@ func (p *fileParser) resources(k, v *yaml.Node) []sdk.Resource {
 	for i, e := range p.list("resources", k, v) {
 		path := fmt.Sprintf("resources[%d]", i)
 		line := e.Line
-		e = resolve(e)
+		e = yamlnode.Resolve(e)
 		if e.Kind != yaml.MappingNode {
-			p.errorf(line, "%s: expected a mapping with \"@type\" and name, found %s", path, describe(e))
+			p.errorf(line, "%s: expected a mapping with \"@type\" and name, found %s", path, yamlnode.Describe(e))
 			continue
 		}
 		r, ok := p.resource(path, line, e)
@@ -467,7 +468,7 @@ func (p *fileParser) resource(path string, line int, n *yaml.Node) (sdk.Resource
 	md := mt.Descriptor()
 	unknown := false
 	for _, pr := range p.pairs(n, path) {
-		k := pr.key.Value
+		k := pr.Key.Value
 		if k == "@type" || md.Fields().ByJSONName(k) != nil || md.Fields().ByName(protoreflect.Name(k)) != nil {
 			continue
 		}
@@ -476,7 +477,7 @@ func (p *fileParser) resource(path string, line int, n *yaml.Node) (sdk.Resource
 		for i := range names {
 			names[i] = string(md.Fields().Get(i).Name())
 		}
-		p.errorf(pr.key.Line, "%s: unknown field %q in %s%s", path, k, md.Name(), suggest.Hint(k, names))
+		p.errorf(pr.Key.Line, "%s: unknown field %q in %s%s", path, k, md.Name(), suggest.Hint(k, names))
 	}
 	if unknown {
 		return sdk.Resource{}, false
@@ -486,11 +487,11 @@ func (p *fileParser) resource(path string, line int, n *yaml.Node) (sdk.Resource
 		// Find the first top-level field at fault, for its line.
 		eline, epath := line, path
 		for _, pr := range p.pairs(n, path) {
-			if pr.key.Value == "@type" {
+			if pr.Key.Value == "@type" {
 				continue
 			}
-			if unmarshalJSON(map[string]any{pr.key.Value: obj[pr.key.Value]}, mt.New().Interface()) != nil {
-				eline, epath = pr.key.Line, path+"."+pr.key.Value
+			if unmarshalJSON(map[string]any{pr.Key.Value: obj[pr.Key.Value]}, mt.New().Interface()) != nil {
+				eline, epath = pr.Key.Line, path+"."+pr.Key.Value
 				break
 			}
 		}
@@ -547,122 +548,22 @@ var unresolvedRE = regexp.MustCompile(`^unable to resolve "([^"]*)": "not found"
 
 // Node helpers.
 
-type pair struct{ key, val *yaml.Node }
-
-func resolve(n *yaml.Node) *yaml.Node {
-	for n != nil && n.Kind == yaml.AliasNode && n.Alias != nil {
-		n = n.Alias
-	}
-	return n
-}
-
-func isNull(n *yaml.Node) bool {
-	n = resolve(n)
-	return n == nil || n.Kind == 0 || (n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null")
-}
-
-func isMerge(k *yaml.Node) bool {
-	return k.Kind == yaml.ScalarNode && k.ShortTag() == "!!merge"
-}
-
-// pairs returns the entries of mapping n with merge keys (<<) expanded,
-// explicit keys first, and reports duplicate and non-scalar keys.
-func (p *fileParser) pairs(n *yaml.Node, path string) []pair {
-	if !p.spend(len(n.Content)/2 + 1) {
-		return nil
-	}
-	var out, merged []pair
-	seen := map[string]*yaml.Node{}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := resolve(n.Content[i]), n.Content[i+1]
-		if isMerge(k) {
-			merged = append(merged, p.mergeSources(v, path)...)
-			continue
-		}
-		if k.Kind != yaml.ScalarNode {
-			p.errorf(k.Line, "%s: a key must be a plain value, found %s", where(path), describe(k))
-			continue
-		}
-		if first, dup := seen[k.Value]; dup {
-			p.errorf(k.Line, "%s: duplicate key %q (first at line %d)", where(path), k.Value, first.Line)
-			continue
-		}
-		seen[k.Value] = k
-		out = append(out, pair{k, v})
-	}
-	for _, m := range merged {
-		if _, ok := seen[m.key.Value]; !ok {
-			seen[m.key.Value] = m.key
-			out = append(out, m)
-		}
-	}
-	return out
-}
-
-func (p *fileParser) mergeSources(v *yaml.Node, path string) []pair {
-	v = resolve(v)
-	srcs := []*yaml.Node{v}
-	if v.Kind == yaml.SequenceNode {
-		srcs = v.Content
-	}
-	var out []pair
-	for _, m := range srcs {
-		m = resolve(m)
-		if m.Kind != yaml.MappingNode {
-			p.errorf(m.Line, "%s: a merge key (<<) takes mappings, found %s", where(path), describe(m))
-			continue
-		}
-		out = append(out, p.pairs(m, path)...)
-	}
-	return out
-}
-
 // lookup finds an explicit key of mapping n.
 func lookup(n *yaml.Node, key string) (k, v *yaml.Node) {
 	for i := 0; i+1 < len(n.Content); i += 2 {
-		if kn := resolve(n.Content[i]); kn.Kind == yaml.ScalarNode && kn.Value == key {
+		if kn := yamlnode.Resolve(n.Content[i]); kn.Kind == yaml.ScalarNode && kn.Value == key {
 			return kn, n.Content[i+1]
 		}
 	}
 	return nil, nil
 }
 
-func where(path string) string {
-	if path == "" {
-		return "top level"
-	}
-	return path
-}
-
-func describe(n *yaml.Node) string {
-	n = resolve(n)
-	switch n.Kind {
-	case yaml.MappingNode:
-		return "a mapping"
-	case yaml.SequenceNode:
-		return "a list"
-	case yaml.ScalarNode:
-		switch n.ShortTag() {
-		case "!!null":
-			return "nothing (null)"
-		case "!!bool":
-			return fmt.Sprintf("a boolean (%s)", n.Value)
-		case "!!int", "!!float":
-			return fmt.Sprintf("a number (%s)", n.Value)
-		default:
-			return fmt.Sprintf("a string (%q)", n.Value)
-		}
-	default:
-		return "an unknown node"
-	}
-}
-
 // fields walks a mapping with known keys (k is nil at the top level),
 // reporting unknown ones with a suggestion. A null value is an empty
 // mapping.
 func (p *fileParser) fields(path string, k, v *yaml.Node, known []string, set func(key string, k, v *yaml.Node)) {
-	v = resolve(v)
-	if isNull(v) {
+	v = yamlnode.Resolve(v)
+	if yamlnode.IsNull(v) {
 		return
 	}
 	if v.Kind != yaml.MappingNode {
@@ -670,49 +571,49 @@ func (p *fileParser) fields(path string, k, v *yaml.Node, known []string, set fu
 		if k != nil {
 			line = k.Line
 		}
-		p.errorf(line, "%s: expected a mapping, found %s", where(path), describe(v))
+		p.errorf(line, "%s: expected a mapping, found %s", yamlnode.Where(path), yamlnode.Describe(v))
 		return
 	}
 	for _, pr := range p.pairs(v, path) {
-		if path == "" && strings.HasPrefix(pr.key.Value, "x-") {
+		if path == "" && strings.HasPrefix(pr.Key.Value, "x-") {
 			continue // a place for anchors, as in Compose files
 		}
-		if !slices.Contains(known, pr.key.Value) {
+		if !slices.Contains(known, pr.Key.Value) {
 			in := " in " + path
 			if path == "" {
 				in = " at the top level"
 			}
-			hint := suggest.Hint(pr.key.Value, known)
+			hint := suggest.Hint(pr.Key.Value, known)
 			if hint == "" {
 				hint = " (valid: " + strings.Join(known, ", ") + ")"
 			}
-			p.errorf(pr.key.Line, "unknown key %q%s%s", pr.key.Value, in, hint)
+			p.errorf(pr.Key.Line, "unknown key %q%s%s", pr.Key.Value, in, hint)
 			continue
 		}
-		set(pr.key.Value, pr.key, pr.val)
+		set(pr.Key.Value, pr.Key, pr.Val)
 	}
 }
 
 // list returns the entries of a list; null is an empty list.
 func (p *fileParser) list(path string, k, v *yaml.Node) []*yaml.Node {
-	v = resolve(v)
-	if isNull(v) {
+	v = yamlnode.Resolve(v)
+	if yamlnode.IsNull(v) {
 		return nil
 	}
 	if v.Kind != yaml.SequenceNode {
-		p.errorf(k.Line, "%s: expected a list, found %s", path, describe(v))
+		p.errorf(k.Line, "%s: expected a list, found %s", path, yamlnode.Describe(v))
 		return nil
 	}
 	return v.Content
 }
 
 func (p *fileParser) str(path string, k, v *yaml.Node) (string, bool) {
-	v = resolve(v)
-	if isNull(v) {
+	v = yamlnode.Resolve(v)
+	if yamlnode.IsNull(v) {
 		return "", true
 	}
 	if v.Kind != yaml.ScalarNode {
-		p.errorf(k.Line, "%s: expected a string, found %s", path, describe(v))
+		p.errorf(k.Line, "%s: expected a string, found %s", path, yamlnode.Describe(v))
 		return "", false
 	}
 	return v.Value, true
@@ -722,7 +623,7 @@ func (p *fileParser) str(path string, k, v *yaml.Node) (string, bool) {
 // string, bool, nil, and numbers as int64, uint64 or float64 (all float64
 // when floats is set, as sdk.Endpoint.Metadata wants).
 func (p *fileParser) jsonValue(path string, n *yaml.Node, floats bool) (any, bool) {
-	n = resolve(n)
+	n = yamlnode.Resolve(n)
 	if !p.spend(1) {
 		return nil, false
 	}
@@ -731,9 +632,9 @@ func (p *fileParser) jsonValue(path string, n *yaml.Node, floats bool) (any, boo
 		out := map[string]any{}
 		ok := true
 		for _, pr := range p.pairs(n, path) {
-			v, good := p.jsonValue(path+"."+pr.key.Value, pr.val, floats)
+			v, good := p.jsonValue(path+"."+pr.Key.Value, pr.Val, floats)
 			ok = ok && good
-			out[pr.key.Value] = v
+			out[pr.Key.Value] = v
 		}
 		return out, ok
 	case yaml.SequenceNode:
@@ -786,4 +687,9 @@ func (p *fileParser) jsonValue(path string, n *yaml.Node, floats bool) (any, boo
 	}
 	p.errorf(n.Line, "%s: unexpected YAML node", path)
 	return nil, false
+}
+
+// pairs returns the entries of mapping n (see yamlnode.Walker.Pairs).
+func (p *fileParser) pairs(n *yaml.Node, path string) []yamlnode.Pair {
+	return yamlnode.Walker{Errorf: p.errorf, Spend: p.spend}.Pairs(n, path)
 }

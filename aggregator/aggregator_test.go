@@ -230,7 +230,7 @@ func TestRejectedClusterKeepsLastGood(t *testing.T) {
 }
 
 func TestOverlayConflict(t *testing.T) {
-	h := start(t, Options{Sources: []string{"a", "b"}})
+	h := start(t, Options{Sources: []string{"a", "b"}, ReadyTimeout: time.Minute})
 	h.agg.Apply("b", sdk.Update{Full: true, Clusters: []sdk.Cluster{{Name: "web", Overlay: []byte("B")}}})
 	h.agg.Apply("a", sdk.Update{Full: true, Clusters: []sdk.Cluster{{Name: "web", Overlay: []byte("A")}}})
 	c := h.next(t)

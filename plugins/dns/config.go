@@ -33,13 +33,21 @@ type Config struct {
 	// it is required. It is ignored for SRV, whose records carry their own
 	// ports. Default: none.
 	Port int `yaml:"port"`
-	// Servers are the name servers asked, in order, as "ip" or "ip:port"
-	// (port 53 when omitted). Default: empty, meaning the nameservers of
-	// /etc/resolv.conf, whose search list and ndots then apply to names
-	// without a trailing dot. Names are always absolute when servers are set.
+	// Servers are the name servers asked, in order, as "ip", "ip:port",
+	// "host" or "host:port" (port 53 when omitted; an IPv6 address with a
+	// port in brackets). A host name is resolved with the system resolver
+	// when the source runs. Default: empty, meaning the nameservers of
+	// /etc/resolv.conf, whose search list, ndots, timeout and attempts then
+	// apply. Names are always absolute when servers are set.
 	Servers []string `yaml:"servers"`
-	// Timeout bounds one query to one server. Default: 5s.
+	// Timeout bounds one query to one server. Default (0): the timeout
+	// option of /etc/resolv.conf when servers are unset (5s when it has
+	// none), otherwise 5s.
 	Timeout time.Duration `yaml:"timeout"`
+	// Attempts is how many times the servers are asked, in order, before a
+	// lookup fails. Default (0): the attempts option of /etc/resolv.conf when
+	// servers are unset (2 when it has none), otherwise 1.
+	Attempts int `yaml:"attempts"`
 	// EDNS0BufferSize is the UDP payload size advertised with EDNS0; 0 sends
 	// no EDNS0 option (512-byte answers). Default: 1232, the size DNS Flag
 	// Day 2020 recommends.
@@ -72,7 +80,6 @@ type Name struct {
 func DefaultConfig() Config {
 	return Config{
 		Type:             TypeSRV,
-		Timeout:          5 * time.Second,
 		EDNS0BufferSize:  1232,
 		MinRefresh:       5 * time.Second,
 		MaxRefresh:       5 * time.Minute,
@@ -152,8 +159,11 @@ func (c Config) Validate() error {
 		}
 	}
 
-	if c.Timeout <= 0 {
-		errs.Add("timeout", "must be positive, got %s", c.Timeout)
+	if c.Timeout < 0 {
+		errs.Add("timeout", "must not be negative, got %s (0: default)", c.Timeout)
+	}
+	if c.Attempts < 0 || c.Attempts > maxAttempts {
+		errs.Add("attempts", "%d is out of range 1-%d (0: default)", c.Attempts, maxAttempts)
 	}
 	if b := c.EDNS0BufferSize; b != 0 && (b < mdns.MinMsgSize || b > 65535) {
 		errs.Add("edns0_buffer_size", "%d is out of range %d-65535 (0 disables EDNS0)", b, mdns.MinMsgSize)
@@ -185,21 +195,35 @@ func parseType(t string) ([]uint16, error) {
 	return nil, fmt.Errorf("unknown type %q (want SRV, A, AAAA or A+AAAA)", t)
 }
 
-// parseServer turns "ip" or "ip:port" into "ip:port".
+// Defaults and bounds of timeout and attempts. The bounds are the C
+// library's for resolv.conf's options (RES_MAXRETRANS, RES_MAXRETRY);
+// attempts in the configuration has the same bound.
+const (
+	defaultTimeout = 5 * time.Second
+	maxTimeout     = 30 * time.Second
+	maxAttempts    = 5
+)
+
+// parseServer turns "ip", "ip:port", "host" or "host:port" into "host:port",
+// with an IP address in its canonical form.
 func parseServer(s string) (string, error) {
 	if ip, err := netip.ParseAddr(s); err == nil {
 		return net.JoinHostPort(ip.String(), "53"), nil
 	}
-	host, port, err := net.SplitHostPort(s)
-	if err != nil {
-		return "", fmt.Errorf("%q is not ip or ip:port", s)
+	host, port := s, "53"
+	if h, p, err := net.SplitHostPort(s); err == nil {
+		host, port = h, p
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return "", fmt.Errorf("%q: port %q is out of range 1-65535", s, port)
+		}
+	} else if strings.Contains(s, ":") {
+		return "", fmt.Errorf("%q is not ip, ip:port, host or host:port", s)
 	}
-	ip, err := netip.ParseAddr(host)
-	if err != nil {
-		return "", fmt.Errorf("%q: server must be an IP address, not %q", s, host)
+	if ip, err := netip.ParseAddr(host); err == nil {
+		return net.JoinHostPort(ip.String(), port), nil
 	}
-	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
-		return "", fmt.Errorf("%q: port %q is out of range 1-65535", s, port)
+	if _, ok := mdns.IsDomainName(host); !ok || strings.Trim(host, ".") == "" || strings.ContainsAny(s, " \t[]") {
+		return "", fmt.Errorf("%q: %q is neither an IP address nor a host name", s, host)
 	}
-	return net.JoinHostPort(ip.String(), port), nil
+	return net.JoinHostPort(host, port), nil
 }

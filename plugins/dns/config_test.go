@@ -70,10 +70,19 @@ func TestConfigErrors(t *testing.T) {
 		{"name invalid", "names: [{name: 'a..b'}]", []string{`names[0].name: "a..b" is not a valid domain name`}},
 		{"derived cluster clash", "names: [{name: Web.example.}, {name: web.example}]", []string{`names[1].name: cluster "web.example" is already fed by names[0]`}},
 		{"explicit cluster clash", "names: [{name: a.}, {name: b., cluster: a}]", []string{`names[1].cluster: cluster "a" is already fed by names[0]`}},
-		{"server hostname", "names: [{name: a.}]\nservers: [dns.example:53]", []string{`servers[0]: "dns.example:53": server must be an IP address, not "dns.example"`}},
-		{"server port", "names: [{name: a.}]\nservers: ['1.2.3.4:0']", []string{`servers[0]: "1.2.3.4:0": port "0" is out of range 1-65535`}},
-		{"durations", "names: [{name: a.}]\ntimeout: 0s\nmin_refresh: 10s\nmax_refresh: 5s\nmax_retry_interval: -1s", []string{
-			"timeout: must be positive, got 0s",
+		{"server names", "names: [{name: a.}]\nservers: [ns1.example.internal:53, ns2.example., '[2001:db8::1]:5353', 2001:db8::2]", nil},
+		{"bad servers", "names: [{name: a.}]\nservers: ['1.2.3.4:0', 'a..b:53', 'ns1:', '[ns1]:53', 'ns1:dns', '1:2:3', '.']", []string{
+			`servers[0]: "1.2.3.4:0": port "0" is out of range 1-65535`,
+			`servers[1]: "a..b:53": "a..b" is neither an IP address nor a host name`,
+			`servers[2]: "ns1:": port "" is out of range 1-65535`,
+			`servers[3]: "[ns1]:53": "ns1" is neither an IP address nor a host name`,
+			`servers[4]: "ns1:dns": port "dns" is out of range 1-65535`,
+			`servers[5]: "1:2:3" is not ip, ip:port, host or host:port`,
+			`servers[6]: ".": "." is neither an IP address nor a host name`,
+		}},
+		{"attempts", "names: [{name: a.}]\nattempts: 6", []string{"attempts: 6 is out of range 1-5 (0: default)"}},
+		{"durations", "names: [{name: a.}]\ntimeout: -1s\nmin_refresh: 10s\nmax_refresh: 5s\nmax_retry_interval: -1s", []string{
+			"timeout: must not be negative, got -1s (0: default)",
 			"max_refresh: 5s is less than min_refresh 10s",
 			"max_retry_interval: must be positive, got -1s",
 		}},
@@ -126,7 +135,7 @@ func TestPluginConfigure(t *testing.T) {
 	if got := s.names; !slices.Equal(got, []watched{{name: "_x._tcp.example.", cluster: "_x._tcp.example"}}) {
 		t.Errorf("names = %+v", got)
 	}
-	if got := s.res.servers; !slices.Equal(got, []string{"127.0.0.1:53"}) {
+	if got := s.resolver().servers; !slices.Equal(got, []string{"127.0.0.1:53"}) {
 		t.Errorf("servers = %q", got)
 	}
 }
@@ -138,11 +147,12 @@ func TestSystemResolver(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := s.res.servers, []string{"192.0.2.53:53", "[2001:db8::53]:53"}; !slices.Equal(got, want) {
+	res := s.resolver()
+	if got, want := res.servers, []string{"192.0.2.53:53", "[2001:db8::53]:53"}; !slices.Equal(got, want) {
 		t.Errorf("servers = %q, want %q", got, want)
 	}
 	// ndots:2 and two dots: the name as it is first, then the search list.
-	if got, want := s.res.conf.NameList("_x._tcp.web"), []string{"_x._tcp.web.", "_x._tcp.web.corp.example.", "_x._tcp.web.example.com."}; !slices.Equal(got, want) {
+	if got, want := res.conf.NameList("_x._tcp.web"), []string{"_x._tcp.web.", "_x._tcp.web.corp.example.", "_x._tcp.web.example.com."}; !slices.Equal(got, want) {
 		t.Errorf("search names = %q, want %q", got, want)
 	}
 
@@ -155,6 +165,47 @@ func TestSystemResolver(t *testing.T) {
 	cfg.Servers = []string{"127.0.0.1:5353"}
 	if _, err := New(cfg, Options{ResolvConf: filepath.Join("testdata", "missing.conf")}); err != nil {
 		t.Errorf("New with servers: %v", err)
+	}
+}
+
+// TestTimeoutAndAttempts checks where a lookup's timeout and attempts come
+// from: the plugin's options, else resolv.conf's (with the C library's
+// bounds) when servers are unset, else the defaults.
+func TestTimeoutAndAttempts(t *testing.T) {
+	tests := []struct {
+		name         string
+		servers      []string
+		options      string // of resolv.conf
+		timeout      time.Duration
+		attempts     int
+		wantTimeout  time.Duration
+		wantAttempts int
+	}{
+		{name: "resolv.conf without options", wantTimeout: 5 * time.Second, wantAttempts: 2},
+		{name: "resolv.conf options", options: "timeout:1 attempts:3", wantTimeout: time.Second, wantAttempts: 3},
+		{name: "resolv.conf options over the bounds", options: "timeout:60 attempts:9", wantTimeout: 30 * time.Second, wantAttempts: 5},
+		{name: "plugin options win", options: "timeout:1 attempts:3", timeout: 300 * time.Millisecond, attempts: 1, wantTimeout: 300 * time.Millisecond, wantAttempts: 1},
+		{name: "one plugin option", options: "timeout:1 attempts:3", attempts: 4, wantTimeout: time.Second, wantAttempts: 4},
+		{name: "servers set", servers: []string{"127.0.0.1"}, options: "timeout:1 attempts:3", wantTimeout: 5 * time.Second, wantAttempts: 1},
+		{name: "servers set, plugin options", servers: []string{"127.0.0.1"}, timeout: 2 * time.Second, attempts: 3, wantTimeout: 2 * time.Second, wantAttempts: 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "resolv.conf")
+			if err := os.WriteFile(path, []byte("nameserver 127.0.0.1\noptions "+tt.options+"\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			cfg := DefaultConfig()
+			cfg.Names = []Name{{Name: "a."}}
+			cfg.Servers, cfg.Timeout, cfg.Attempts = tt.servers, tt.timeout, tt.attempts
+			s, err := New(cfg, Options{ResolvConf: path})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r := s.resolver(); r.timeout != tt.wantTimeout || r.attempts != tt.wantAttempts {
+				t.Errorf("timeout %s, attempts %d; want %s, %d", r.timeout, r.attempts, tt.wantTimeout, tt.wantAttempts)
+			}
+		})
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -21,13 +22,18 @@ const (
 )
 
 // resolver is a stub resolver: it asks its servers in order and follows
-// CNAMEs, nothing more. It holds no state between lookups.
+// CNAMEs, nothing more. It holds no state between lookups but the addresses
+// of server names.
 type resolver struct {
-	servers []string // ip:port
+	// servers are "host:port"; a host that is not an IP address is
+	// resolved through hosts.
+	servers []string
+	hosts   *hosts
 	// conf, when set, supplies the search list and ndots for names without
 	// a trailing dot; when nil every name is absolute.
 	conf     *mdns.ClientConfig
 	timeout  time.Duration
+	attempts int    // rounds through servers; less than 1 means 1
 	ednsSize uint16 // 0: no EDNS0
 }
 
@@ -40,6 +46,8 @@ func (e rcodeError) Error() string {
 		return "server failure (SERVFAIL)"
 	case mdns.RcodeRefused:
 		return "query refused (REFUSED)"
+	case mdns.RcodeFormatError:
+		return "format error (FORMERR)"
 	}
 	if s, ok := mdns.RcodeToString[int(e)]; ok {
 		return "response code " + s
@@ -74,6 +82,18 @@ func (e *queryError) Error() string {
 	return b.String()
 }
 
+// fail records server's failure, replacing an earlier attempt's, so that
+// each server is named once.
+func (e *queryError) fail(server string, err error) {
+	for i := range e.fails {
+		if e.fails[i].server == server {
+			e.fails[i].err = err
+			return
+		}
+	}
+	e.fails = append(e.fails, serverError{server: server, err: err})
+}
+
 func (e *queryError) Unwrap() []error {
 	errs := make([]error, len(e.fails))
 	for i, f := range e.fails {
@@ -85,7 +105,10 @@ func (e *queryError) Unwrap() []error {
 // describe shortens the errors of the net package to what an operator needs.
 func describe(err error) string {
 	var ne net.Error
+	var ue unresolvedError
 	switch {
+	case errors.As(err, &ue):
+		return ue.Error()
 	case errors.As(err, &ne) && ne.Timeout():
 		return "timeout"
 	case strings.Contains(err.Error(), "connection refused"):
@@ -100,10 +123,12 @@ type response struct {
 	server string
 }
 
-// query asks each server in turn and returns the first definitive answer.
-// Truncated UDP answers are asked again over TCP. Every other outcome
-// (timeout, SERVFAIL, REFUSED, a malformed or mismatched answer) moves on to
-// the next server; when none answers, the error is a *queryError.
+// query asks each server in turn, up to attempts rounds, and returns the
+// first definitive answer. A server name is asked at each of its addresses.
+// Every other outcome (timeout, SERVFAIL, REFUSED, a malformed or mismatched
+// answer, a server name that does not resolve) moves on to the next server;
+// when none answers, the error is a *queryError naming each server once,
+// with its last failure.
 func (r *resolver) query(ctx context.Context, name string, qtype uint16) (response, error) {
 	q := new(mdns.Msg)
 	q.SetQuestion(name, qtype)
@@ -112,24 +137,63 @@ func (r *resolver) query(ctx context.Context, name string, qtype uint16) (respon
 		q.SetEdns0(r.ednsSize, false)
 	}
 	qerr := &queryError{name: name, qtype: qtype}
-	for _, server := range r.servers {
-		m, err := r.exchange(ctx, "udp", server, q)
-		if err == nil && m.Truncated {
-			m, err = r.exchange(ctx, "tcp", server, q)
-		}
-		if ctx.Err() != nil {
-			return response{}, ctx.Err()
-		}
-		if err == nil {
-			switch m.Rcode {
-			case mdns.RcodeSuccess, mdns.RcodeNameError:
-				return response{msg: m, server: server}, nil
+	for range max(r.attempts, 1) {
+		for _, server := range r.servers {
+			addrs, err := r.hosts.lookup(ctx, server, r.timeout)
+			if ctx.Err() != nil {
+				return response{}, ctx.Err()
 			}
-			err = rcodeError(m.Rcode)
+			if err != nil {
+				qerr.fail(server, err)
+				continue
+			}
+			for _, addr := range addrs {
+				label := server
+				if addr != server {
+					label = server + " (" + addr + ")"
+				}
+				m, err := r.ask(ctx, addr, q)
+				if ctx.Err() != nil {
+					return response{}, ctx.Err()
+				}
+				if err == nil {
+					switch m.Rcode {
+					case mdns.RcodeSuccess, mdns.RcodeNameError:
+						return response{msg: m, server: label}, nil
+					}
+					err = rcodeError(m.Rcode)
+				}
+				qerr.fail(label, err)
+			}
+			// No address of the server answered: resolve its name again
+			// next time, in case it has moved.
+			r.hosts.forget(server)
 		}
-		qerr.fails = append(qerr.fails, serverError{server: server, err: err})
 	}
 	return response{}, qerr
+}
+
+// ask puts q to one server: over UDP, again over TCP when the answer is
+// truncated, and again without EDNS0 when the server answers FORMERR to a
+// query with an OPT record, as one that predates EDNS0 does (RFC 6891
+// section 7).
+func (r *resolver) ask(ctx context.Context, server string, q *mdns.Msg) (*mdns.Msg, error) {
+	m, err := r.askOver(ctx, server, q)
+	if err != nil || m.Rcode != mdns.RcodeFormatError || q.IsEdns0() == nil {
+		return m, err
+	}
+	plain := q.Copy()
+	plain.Extra = slices.DeleteFunc(plain.Extra, func(rr mdns.RR) bool { return rr.Header().Rrtype == mdns.TypeOPT })
+	return r.askOver(ctx, server, plain)
+}
+
+// askOver asks over UDP, then over TCP when the answer is truncated.
+func (r *resolver) askOver(ctx context.Context, server string, q *mdns.Msg) (*mdns.Msg, error) {
+	m, err := r.exchange(ctx, "udp", server, q)
+	if err == nil && m.Truncated {
+		m, err = r.exchange(ctx, "tcp", server, q)
+	}
+	return m, err
 }
 
 // exchange sends q to server over network and checks that the answer is
@@ -147,6 +211,9 @@ func (r *resolver) exchange(ctx context.Context, network, server string, q *mdns
 	m, _, err := c.ExchangeWithConnContext(ctx, q, conn)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", network, err)
+	}
+	if m.Rcode == mdns.RcodeFormatError && len(m.Question) == 0 {
+		return m, nil // servers that do not parse a query may not echo it
 	}
 	if len(m.Question) != 1 || m.Question[0].Qtype != q.Question[0].Qtype ||
 		!strings.EqualFold(m.Question[0].Name, q.Question[0].Name) {

@@ -1,6 +1,7 @@
 package dns
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -23,14 +24,23 @@ type Options struct {
 	// Logger receives the source's logs. Default: discard.
 	Logger *slog.Logger
 	// ResolvConf is the resolver configuration read when Config.Servers is
-	// empty. Default: /etc/resolv.conf.
+	// empty, and read again when it changes. Default: /etc/resolv.conf.
 	ResolvConf string
+	// Resolver resolves the host names in Config.Servers. Default:
+	// net.DefaultResolver, the system resolver.
+	Resolver *net.Resolver
+
+	// nameserverPort is the port of ResolvConf's nameservers, which the
+	// file cannot say: "53", or a test server's.
+	nameserverPort string
 }
 
 // Source watches DNS names and serves each as a cluster. Build one with New.
 type Source struct {
-	log              *slog.Logger
-	res              *resolver
+	log *slog.Logger
+	// resolver returns the resolver to use for one lookup: fixed with
+	// Config.Servers, otherwise the system's as it is now.
+	resolver         func() *resolver
 	names            []watched
 	minRefresh       time.Duration
 	maxRefresh       time.Duration
@@ -48,7 +58,8 @@ type watched struct {
 }
 
 // New builds a Source from a valid cfg. It reads opts.ResolvConf when
-// cfg.Servers is empty, and reaches no server until Run.
+// cfg.Servers is empty, and reaches no server (nor resolves a server name)
+// until Run.
 func New(cfg Config, opts Options) (*Source, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("dns: %w", err)
@@ -60,28 +71,37 @@ func New(cfg Config, opts Options) (*Source, error) {
 		opts.ResolvConf = "/etc/resolv.conf"
 	}
 
-	res := &resolver{timeout: cfg.Timeout, ednsSize: uint16(cfg.EDNS0BufferSize)}
-	for _, s := range cfg.Servers {
-		addr, _ := parseServer(s) // checked by Validate
-		res.servers = append(res.servers, addr)
+	if opts.Resolver == nil {
+		opts.Resolver = net.DefaultResolver
 	}
-	if len(res.servers) == 0 {
-		conf, err := mdns.ClientConfigFromFile(opts.ResolvConf)
+	if opts.nameserverPort == "" {
+		opts.nameserverPort = "53"
+	}
+
+	var current func() *resolver
+	if len(cfg.Servers) > 0 {
+		res := &resolver{
+			hosts:    newHosts(opts.Resolver, cfg.MinRefresh),
+			timeout:  cmp.Or(cfg.Timeout, defaultTimeout),
+			attempts: cmp.Or(cfg.Attempts, 1),
+			ednsSize: uint16(cfg.EDNS0BufferSize),
+		}
+		for _, s := range cfg.Servers {
+			addr, _ := parseServer(s) // checked by Validate
+			res.servers = append(res.servers, addr)
+		}
+		current = func() *resolver { return res }
+	} else {
+		sys, err := newSystem(opts.ResolvConf, opts.nameserverPort, cfg, opts.Logger)
 		if err != nil {
-			return nil, fmt.Errorf("dns: servers unset and the system resolver configuration is unreadable: %w", err)
+			return nil, fmt.Errorf("dns: %w", err)
 		}
-		for _, s := range conf.Servers {
-			res.servers = append(res.servers, net.JoinHostPort(s, conf.Port))
-		}
-		if len(res.servers) == 0 {
-			return nil, fmt.Errorf("dns: servers unset and %s lists no nameserver", opts.ResolvConf)
-		}
-		res.conf = conf
+		current = sys.current
 	}
 
 	s := &Source{
 		log:              opts.Logger,
-		res:              res,
+		resolver:         current,
 		minRefresh:       cfg.MinRefresh,
 		maxRefresh:       cfg.MaxRefresh,
 		maxRetryInterval: cfg.MaxRetryInterval,
@@ -95,6 +115,7 @@ func New(cfg Config, opts Options) (*Source, error) {
 	}
 	port := uint32(cfg.Port)
 	s.lookup = func(ctx context.Context, w watched) (answer, error) {
+		res := s.resolver()
 		return res.search(ctx, w.name, func(ctx context.Context, fqdn string) (answer, error) {
 			if qtypes[0] == mdns.TypeSRV {
 				return res.lookupSRV(ctx, fqdn)

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -585,5 +586,78 @@ func TestFullStateWaitsForEveryName(t *testing.T) {
 	}
 	if h.view.status.State != sdk.Connected {
 		t.Fatalf("status = %+v", h.view.status)
+	}
+}
+
+// TestFORMERRRetriedWithoutEDNS0: a server that predates EDNS0 answers
+// FORMERR to a query with an OPT record (some without echoing the question);
+// the query is asked again without the record, and only then.
+func TestFORMERRRetriedWithoutEDNS0(t *testing.T) {
+	z := newZone(t, true, srvName+" 0 IN SRV 1 1 80 a.example.", "a.example. 0 IN A 10.0.0.1")
+	formerr := func(r *mdns.Msg, echo bool) *mdns.Msg {
+		m := new(mdns.Msg)
+		m.SetRcode(r, mdns.RcodeFormatError)
+		if !echo {
+			m.Question = nil
+		}
+		return m
+	}
+	// preEDNS answers FORMERR to queries with an OPT record, and from the
+	// zone otherwise.
+	preEDNS := func(echo bool) mdns.HandlerFunc {
+		return func(w mdns.ResponseWriter, r *mdns.Msg) {
+			if r.IsEdns0() != nil {
+				_ = w.WriteMsg(formerr(r, echo))
+				return
+			}
+			_ = w.WriteMsg(z.reply(r))
+		}
+	}
+	always := func(w mdns.ResponseWriter, r *mdns.Msg) { _ = w.WriteMsg(formerr(r, true)) }
+	tests := []struct {
+		name        string
+		handler     mdns.HandlerFunc
+		edns0       int
+		wantErr     string // "" when the lookup answers
+		wantQueries int64
+		wantPlain   int64 // queries without an OPT record
+	}{
+		{name: "FORMERR echoing the question", handler: preEDNS(true), edns0: 1232, wantQueries: 2, wantPlain: 1},
+		{name: "FORMERR without the question", handler: preEDNS(false), edns0: 1232, wantQueries: 2, wantPlain: 1},
+		{name: "EDNS0 off: asked once", handler: preEDNS(true), edns0: 0, wantQueries: 1, wantPlain: 1},
+		{name: "EDNS0 understood: asked once", handler: z.handler(), edns0: 1232, wantQueries: 1, wantPlain: 0},
+		{name: "FORMERR without EDNS0 too", handler: always, edns0: 1232, wantErr: "format error (FORMERR)", wantQueries: 2, wantPlain: 1},
+		{name: "FORMERR with EDNS0 off is not retried", handler: always, edns0: 0, wantErr: "format error (FORMERR)", wantQueries: 1, wantPlain: 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var plain atomic.Int64
+			f := startFake(t, func(w mdns.ResponseWriter, r *mdns.Msg) {
+				if r.IsEdns0() == nil {
+					plain.Add(1)
+				}
+				tt.handler(w, r)
+			})
+			cfg := testConfig([]string{f.addr}, srvName)
+			cfg.EDNS0BufferSize = tt.edns0
+			src := newSource(t, cfg, nil)
+			a, err := src.lookup(t.Context(), src.names[0])
+			switch {
+			case tt.wantErr != "":
+				if err == nil || !strings.Contains(err.Error(), f.addr+": "+tt.wantErr) {
+					t.Fatalf("lookup error = %v, want %q", err, tt.wantErr)
+				}
+			case err != nil:
+				t.Fatalf("lookup: %v", err)
+			default:
+				v := view{clusters: map[string][]sdk.Endpoint{"c": a.endpoints}}
+				if got := v.eps("c"); !slices.Equal(got, []string{"10.0.0.1:80 p0 w1"}) {
+					t.Fatalf("endpoints = %q", got)
+				}
+			}
+			if got, gotPlain := f.queries.Load(), plain.Load(); got != tt.wantQueries || gotPlain != tt.wantPlain {
+				t.Errorf("%d queries, %d without EDNS0; want %d, %d", got, gotPlain, tt.wantQueries, tt.wantPlain)
+			}
+		})
 	}
 }

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"net"
 	"slices"
 	"strings"
 	"testing"
@@ -93,4 +94,48 @@ func TestDNS(t *testing.T) {
 	if got := ports(cla(t, r.GetResources()[0])); !slices.Equal(got, []int{8005}) {
 		t.Fatalf("after recovery: ports %v", got)
 	}
+}
+
+// TestDNSServerByName gives the dns plugin its server by name (localhost,
+// resolved by the system resolver from /etc/hosts) and checks that the
+// records are served, and that the status names the server and the address
+// it resolved to when the server stops.
+func TestDNSServerByName(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs named")
+	}
+	srv := dnsserver.Start(t, dnsserver.Config{Records: []string{
+		"_http._tcp.web 1 IN SRV 10 5 8001 a",
+		"a 1 IN A 127.0.0.1",
+	}})
+	_, port, err := net.SplitHostPort(srv.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	server := net.JoinHostPort("localhost", port)
+	b := startBridge(t, map[string]string{"plugins.yaml": fmt.Sprintf(`plugins:
+  - name: dns
+    type: dns
+    config:
+      servers: [%q]
+      min_refresh: 100ms
+      max_refresh: 1s
+      max_retry_interval: 500ms
+      names:
+        - {name: _http._tcp.web.%s, cluster: web}
+`, server, srv.Zone())})
+	s := newSotw(t, dial(t, b.grpcAddr), "envoy-dns-by-name")
+	s.subscribe(resource.EndpointType, "web")
+	r := s.recvType(resource.EndpointType, 20*time.Second)
+	s.ack(r, "web")
+	if got := ports(cla(t, r.GetResources()[0])); !slices.Equal(got, []int{8001}) {
+		t.Fatalf("ports %v, want [8001]", got)
+	}
+
+	srv.Stop(t)
+	want := server + " (" + srv.Addr() + ")"
+	eventually(t, 20*time.Second, "the source to report the server down, by name and address", func() bool {
+		st := b.sources()["dns"]
+		return st.SourceState == "disconnected" && strings.Contains(st.Reason, want)
+	})
 }

@@ -120,7 +120,7 @@ func brokenConfigs() []configCase {
 			want: []string{"clusters.yaml:2: "}},
 		{name: "static file invalid listener", plugin: true, files: map[string]string{"plugins.yaml": staticAt("clusters.yaml"), "clusters.yaml": "resources:\n  - \"@type\": type.googleapis.com/envoy.config.listener.v3.Listener\n    name: l\n    address: {socket_address: {address: 127.0.0.1, port_value: 99999}}\n"},
 			want: []string{"clusters.yaml:"}},
-		{name: "dns config problems", plugin: true, files: map[string]string{"plugins.yaml": listenAnywhere + "plugins:\n  - name: names\n    type: dns\n    config:\n      type: MX\n      servers: [not-an-ip]\n"},
+		{name: "dns config problems", plugin: true, files: map[string]string{"plugins.yaml": listenAnywhere + "plugins:\n  - name: names\n    type: dns\n    config:\n      type: MX\n      servers: [\"ns1..internal\"]\n"},
 			want: []string{"plugins.yaml:10: ", "plugins.yaml:11: "}},
 		{name: "consul config problems", plugin: true, files: map[string]string{"plugins.yaml": listenAnywhere + "plugins:\n  - name: catalog\n    type: consul\n    config:\n      address: nonsense\n      scheme: ftp\n"},
 			want: []string{"plugins.yaml:10: ", "plugins.yaml:11: "}},

@@ -20,8 +20,9 @@ func TestDecodeTestdata(t *testing.T) {
 	}{
 		{"full.yaml", func(c *Config) {
 			c.Names = []Name{{Name: "_http._tcp.web.example.com."}, {Name: "_grpc._tcp.api.example.com.", Cluster: "api"}}
-			c.Servers = []string{"10.0.0.53", "10.0.0.54:5353", "[2001:db8::53]:53"}
+			c.Servers = []string{"10.0.0.53", "10.0.0.54:5353", "[2001:db8::53]:53", "ns1.example.internal:53"}
 			c.Timeout = 2 * time.Second
+			c.Attempts = 3
 			c.EDNS0BufferSize = 4096
 			c.MinRefresh = time.Second
 			c.MaxRefresh = 10 * time.Minute

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/url"
 	"slices"
@@ -38,8 +39,10 @@ type Source struct {
 	overlays map[string][]byte // by service name
 	mapper   mapper
 	// healthParams are the per-instance selection parameters of every
-	// /v1/health/service query.
+	// /v1/health/service query; watchParams add what a dedicated watcher's
+	// blocking query needs.
 	healthParams url.Values
+	watchParams  url.Values
 	running      atomic.Bool
 }
 
@@ -72,6 +75,13 @@ func New(cfg Config, opts Options) (*Source, error) {
 	if cfg.Filter != "" {
 		params.Set("filter", cfg.Filter)
 	}
+	// near makes the agent forward a dedicated watcher's blocking query to
+	// the servers instead of answering it from its streaming view, which
+	// outlives a restart of those servers and then answers with the state
+	// from before it, under indexes they have not reached (README.md,
+	// "Connections to Consul"). Endpoints are sorted by the mapping anyway.
+	watch := maps.Clone(params)
+	watch.Set("near", "_agent")
 	return &Source{
 		log:          opts.Logger,
 		cfg:          cfg,
@@ -80,6 +90,7 @@ func New(cfg Config, opts Options) (*Source, error) {
 		overlays:     overlays,
 		mapper:       mapper{health: cfg.Health, zoneKey: cfg.Locality.ZoneKey, subZoneKey: cfg.Locality.SubZoneKey},
 		healthParams: params,
+		watchParams:  watch,
 	}, nil
 }
 

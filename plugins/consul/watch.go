@@ -159,7 +159,7 @@ func (r *runner) watchService(ctx context.Context, dc int, name string, gen uint
 	b := r.backoff()
 	var index uint64
 	for {
-		ev, err := r.fetchService(ctx, dc, name, gen, query{index: index, wait: r.s.cfg.Wait})
+		ev, err := r.fetchService(ctx, dc, name, gen, query{index: index, wait: r.s.cfg.Wait, params: r.s.watchParams})
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -185,7 +185,9 @@ func (r *runner) watchService(ctx context.Context, dc int, name string, gen uint
 func (r *runner) fetchService(ctx context.Context, dc int, name string, gen uint64, q query) (serviceEvent, error) {
 	d := r.dcs[dc]
 	q.dc = d.name
-	q.params = r.s.healthParams
+	if q.params == nil {
+		q.params = r.s.healthParams
+	}
 	var out []healthEntry
 	meta, err := r.s.client.get(ctx, "/v1/health/service/"+url.PathEscape(name), q, &out)
 	if err == nil && len(out) == 0 && meta.filteredByACLs {

@@ -43,7 +43,10 @@ type Source struct {
 	// blocking query needs.
 	healthParams url.Values
 	watchParams  url.Values
-	running      atomic.Bool
+	// checkToken: a token is configured, so the runner checks it is still
+	// valid, with one blocking query of the connection budget.
+	checkToken bool
+	running    atomic.Bool
 }
 
 // New builds a Source from a valid cfg. It reads token_file and the TLS
@@ -91,7 +94,17 @@ func New(cfg Config, opts Options) (*Source, error) {
 		mapper:       mapper{health: cfg.Health, zoneKey: cfg.Locality.ZoneKey, subZoneKey: cfg.Locality.SubZoneKey},
 		healthParams: params,
 		watchParams:  watch,
+		checkToken:   c.token.get() != "",
 	}, nil
+}
+
+// budget is how many connections the watches and workers share: all of
+// max_connections but the token check's.
+func (s *Source) budget() int {
+	if s.checkToken {
+		return s.cfg.MaxConnections - 1
+	}
+	return s.cfg.MaxConnections
 }
 
 // Run watches Consul until ctx ends: see sdk.Source. It sends the full

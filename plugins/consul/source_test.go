@@ -546,9 +546,10 @@ func TestACL(t *testing.T) {
 
 // TestDatacenterFailover runs two dev agents in datacenters dc1 and dc2,
 // joined over the WAN, and reads both through dc1's agent, with the default
-// wait. dc2 restarts empty after an outage long enough for dc1's agent to
-// back off its own reconnections: dc1's agent then still holds dc2's state
-// from before the restart, under indexes the restarted dc2 has not reached.
+// wait, in dedicated and in shared mode. dc2 restarts empty after an outage
+// long enough for dc1's agent to back off its own reconnections: dc1's
+// agent then still holds dc2's state from before the restart, under
+// indexes the restarted dc2 has not reached.
 func TestDatacenterFailover(t *testing.T) {
 	t.Parallel()
 	dc1 := consultest.Start(t, consultest.Options{})
@@ -558,51 +559,82 @@ func TestDatacenterFailover(t *testing.T) {
 	}
 	registerExternal(t, dc1.Client(), "mdc-node-1", "10.7.0.1", nil, &api.AgentService{ID: "mdc-1", Service: "mdc", Port: 80}, api.HealthPassing)
 	registerDC2(80)
+	// Four more services in dc1 put the shared source over its budget.
+	extra := []string{"mdc-w", "mdc-x", "mdc-y", "mdc-z"}
+	for i, name := range extra {
+		registerExternal(t, dc1.Client(), "mdc-node-1", "10.7.0.1", nil, &api.AgentService{ID: name + "-1", Service: name, Port: 90 + i}, api.HealthPassing)
+	}
 
 	cfg := testConfig(dc1, "mdc")
 	cfg.Datacenters = []string{"dc1", "dc2"}
 	if cfg.Wait != DefaultConfig().Wait {
 		t.Fatalf("wait %s, want the default %s", cfg.Wait, DefaultConfig().Wait)
 	}
-	w := startSource(t, cfg, Options{})
-	v := w.waitFor("both datacenters", endpointsAre("mdc", "10.7.0.1:80/healthy", "10.7.0.2:80/healthy"))
-	eps := v.clusters["mdc"].Endpoints
-	if eps[0].Priority != 0 || eps[0].Locality.Region != "dc1" || eps[1].Priority != 1 || eps[1].Locality.Region != "dc2" {
-		t.Errorf("endpoints %+v, want dc1 at priority 0 and dc2 at priority 1", eps)
+	// Shared: 6 services over both datacenters, budget 7 less one catalog
+	// query per datacenter.
+	sharedCfg := cfg
+	sharedCfg.Services = append([]string{"mdc"}, extra...)
+	sharedCfg.MaxConnections = 7
+	var logs syncBuffer
+	sources := map[string]*watch{
+		"dedicated": startSource(t, cfg, Options{}),
+		"shared":    startSource(t, sharedCfg, Options{Logger: slogTo(&logs)}),
+	}
+	waitAll := func(desc string, pred func(v view) bool) {
+		t.Helper()
+		for name, w := range sources {
+			w.waitFor(name+": "+desc, pred)
+		}
+	}
+	waitAll("both datacenters", endpointsAre("mdc", "10.7.0.1:80/healthy", "10.7.0.2:80/healthy"))
+	for name, w := range sources {
+		v := w.waitFor("", hasFull)
+		eps := v.clusters["mdc"].Endpoints
+		if eps[0].Priority != 0 || eps[0].Locality.Region != "dc1" || eps[1].Priority != 1 || eps[1].Locality.Region != "dc2" {
+			t.Errorf("%s: endpoints %+v, want dc1 at priority 0 and dc2 at priority 1", name, eps)
+		}
+	}
+	if !strings.Contains(logs.String(), "shared=true") {
+		t.Errorf("the shared source did not switch to shared mode:\n%s", logs.String())
 	}
 	// Move dc2's indexes well past where the restarted dc2 will start.
 	for port := 90; port < 100; port++ {
 		registerDC2(port)
 	}
-	w.waitFor("dc2 on 99", endpointsAre("mdc", "10.7.0.1:80/healthy", "10.7.0.2:99/healthy"))
+	waitAll("dc2 on 99", endpointsAre("mdc", "10.7.0.1:80/healthy", "10.7.0.2:99/healthy"))
 
 	// dc2 goes away: its endpoints stay, dc1's changes still flow.
 	dc2.Stop()
-	w.waitFor("dc2 failing", statusIs(sdk.Disconnected, "datacenter dc2"))
+	waitAll("dc2 failing", statusIs(sdk.Disconnected, "datacenter dc2"))
 	registerExternal(t, dc1.Client(), "mdc-node-1", "10.7.0.1", nil, &api.AgentService{ID: "mdc-1", Service: "mdc", Port: 81}, api.HealthPassing)
-	w.waitFor("dc1 change with dc2 down", endpointsAre("mdc", "10.7.0.1:81/healthy", "10.7.0.2:99/healthy"))
+	waitAll("dc1 change with dc2 down", endpointsAre("mdc", "10.7.0.1:81/healthy", "10.7.0.2:99/healthy"))
 	// An outage of some seconds: dc1's agent retries dc2 ever more slowly.
 	time.Sleep(3 * time.Second)
 
 	// dc2 comes back (empty, as dev agents do) and is registered again.
-	mark := w.mark()
+	marks := map[string]int{}
+	for name, w := range sources {
+		marks[name] = w.mark()
+	}
 	dc2.Restart()
 	registerDC2(82)
-	w.waitFor("dc2 back", func(v view) bool {
+	waitAll("dc2 back", func(v view) bool {
 		return v.status.State == sdk.Connected && endpointsAre("mdc", "10.7.0.1:81/healthy", "10.7.0.2:82/healthy")(v)
 	})
 	// Later changes in dc2 arrive well within wait.
 	registerDC2(83)
-	w.waitFor("dc2 change after its restart", endpointsAre("mdc", "10.7.0.1:81/healthy", "10.7.0.2:83/healthy"))
-	updates := w.since(mark)
-	if !slices.ContainsFunc(updates, func(u sdk.Update) bool { return u.Full }) {
-		t.Error("no full state after dc2 came back")
-	}
-	for _, u := range updates {
-		for _, c := range u.Clusters {
-			for _, ep := range c.Endpoints {
-				if ep.Address == "10.7.0.2" && ep.Port == 99 {
-					t.Errorf("dc2's state from before its restart served after it: %+v", u)
+	waitAll("dc2 change after its restart", endpointsAre("mdc", "10.7.0.1:81/healthy", "10.7.0.2:83/healthy"))
+	for name, w := range sources {
+		updates := w.since(marks[name])
+		if !slices.ContainsFunc(updates, func(u sdk.Update) bool { return u.Full }) {
+			t.Errorf("%s: no full state after dc2 came back", name)
+		}
+		for _, u := range updates {
+			for _, c := range u.Clusters {
+				for _, ep := range c.Endpoints {
+					if ep.Address == "10.7.0.2" && ep.Port == 99 {
+						t.Errorf("%s: dc2's state from before its restart served after it: %+v", name, u)
+					}
 				}
 			}
 		}

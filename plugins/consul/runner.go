@@ -23,6 +23,8 @@ import (
 //     fit the connection budget less one catalog query per datacenter:
 //     every service has its own blocking query on /v1/health/service.
 //   - Shared mode, beyond that: see shared.go.
+//   - With a token, one more blocking query checks that the token is still
+//     valid (watchToken); the budget above is max_connections less it.
 //
 // Either way at most max_connections requests, and so connections, are open.
 type runner struct {

@@ -209,7 +209,7 @@ func (r *runner) onToken(ev tokenEvent) {
 		return
 	}
 	r.s.log.Debug("consul: token check failed", "err", ev.err)
-	r.failing[tokenKey] = failEvent{key: tokenKey, dc: -1, err: ev.err}
+	r.failing[tokenKey] = failEvent{key: tokenKey, dc: -1, err: ev.err} // no datacenter's
 	r.needFull = true
 }
 

@@ -403,13 +403,17 @@ func (r *runner) watchToken(ctx context.Context) {
 	wait := min(r.s.cfg.Retry.Max, r.s.cfg.Wait)
 	var (
 		index    uint64
-		reported error // last sent to the runner
+		reported string // the error last sent to the runner; "" for none
 	)
 	report := func(err error) bool {
-		if (err == nil) == (reported == nil) && (err == nil || err.Error() == reported.Error()) {
+		msg := ""
+		if err != nil {
+			msg = err.Error()
+		}
+		if msg == reported {
 			return true
 		}
-		reported = err
+		reported = msg
 		return r.emit(ctx, tokenEvent{err: err})
 	}
 	for {

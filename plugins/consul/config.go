@@ -82,8 +82,8 @@ type Config struct {
 	Overlays map[string]map[string]any `yaml:"overlays"`
 
 	// MaxConnections bounds the concurrent HTTP connections to Consul, and
-	// so the concurrent blocking queries. At least 3 per datacenter plus 1.
-	// Default: 64.
+	// so the concurrent blocking queries. At least 3 per datacenter plus 1,
+	// and 1 more with a token (for the token check). Default: 64.
 	MaxConnections int `yaml:"max_connections"`
 	// Wait is the longest a blocking query waits for a change before Consul
 	// answers anyway (Consul caps it at 10m). Default: 5m.
@@ -131,7 +131,8 @@ type RetryConfig struct {
 	// Initial is the delay after the first failure; it doubles with each
 	// failure in a row. Default: 500ms.
 	Initial time.Duration `yaml:"initial"`
-	// Max caps the delay. Default: 30s.
+	// Max caps the delay. With a token, it is also the longest a revoked
+	// or expired token goes unnoticed. Default: 30s.
 	Max time.Duration `yaml:"max"`
 }
 
@@ -234,8 +235,12 @@ func (c Config) Validate() error {
 		}
 	}
 
-	if least := 3*max(1, len(c.Datacenters)) + 1; c.MaxConnections < least {
-		errs.Add("max_connections", "%d is too few: at least 3 per datacenter plus 1 (%d)",
+	least := 3*max(1, len(c.Datacenters)) + 1
+	if c.hasToken() {
+		least++ // the token check
+	}
+	if c.MaxConnections < least {
+		errs.Add("max_connections", "%d is too few: at least 3 per datacenter plus 1, and 1 more with a token (%d)",
 			c.MaxConnections, least)
 	}
 	if c.Wait < time.Second || c.Wait > maxWait {
@@ -252,6 +257,9 @@ func (c Config) Validate() error {
 	}
 	return errs.Err()
 }
+
+// hasToken reports whether a token is configured, inline or in a file.
+func (c Config) hasToken() bool { return c.Token != "" || c.TokenFile != "" }
 
 // clusterNameData is what a ClusterName template sees.
 type clusterNameData struct {

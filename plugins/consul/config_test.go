@@ -72,6 +72,8 @@ func TestValidate(t *testing.T) {
 		}, want: []string{`overlays.web: service "web" is not in services`}},
 		{name: "too few connections", edit: func(c *Config) { c.Datacenters = []string{"a", "b"}; c.MaxConnections = 4 },
 			want: []string{"max_connections: 4 is too few"}},
+		{name: "too few connections with a token", edit: func(c *Config) { c.TokenFile = "f"; c.MaxConnections = 4 },
+			want: []string{"max_connections: 4 is too few: at least 3 per datacenter plus 1, and 1 more with a token (5)"}},
 		{name: "wait", edit: func(c *Config) { c.Wait = time.Hour },
 			want: []string{"wait: 1h0m0s is out of range"}},
 		{name: "coalesce", edit: func(c *Config) { c.Coalesce = -1 },

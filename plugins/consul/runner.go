@@ -23,6 +23,8 @@ import (
 //     fit the connection budget less one catalog query per datacenter:
 //     every service has its own blocking query on /v1/health/service.
 //   - Shared mode, beyond that: see shared.go.
+//   - With a token, one more blocking query checks that the token is still
+//     valid (watchToken); the budget above is max_connections less it.
 //
 // Either way at most max_connections requests, and so connections, are open.
 type runner struct {
@@ -136,6 +138,9 @@ func (r *runner) loop(ctx context.Context) {
 	for i := range r.dcs {
 		r.goWatch(func() { r.watchCatalog(ctx, i) })
 	}
+	if r.s.checkToken {
+		r.goWatch(func() { r.watchToken(ctx) })
+	}
 	defer func() {
 		if r.flushTimer != nil {
 			r.flushTimer.Stop()
@@ -189,7 +194,23 @@ func (r *runner) handle(ev event) {
 		r.onNode(ev)
 	case failEvent:
 		r.onFail(ev)
+	case tokenEvent:
+		r.onToken(ev)
 	}
+}
+
+// onToken notes what the token check found. A revoked token is reported
+// at once, though the blocking queries (not woken by it) keep answering
+// until their wait runs out: nothing served is dropped, and once the token
+// is valid again a full state goes out.
+func (r *runner) onToken(ev tokenEvent) {
+	if ev.err == nil {
+		delete(r.failing, tokenKey)
+		return
+	}
+	r.s.log.Debug("consul: token check failed", "err", ev.err)
+	r.failing[tokenKey] = failEvent{key: tokenKey, dc: -1, err: ev.err} // no datacenter's
+	r.needFull = true
 }
 
 func (r *runner) onCatalog(ev catalogEvent) {
@@ -325,7 +346,7 @@ func (r *runner) onFail(ev failEvent) {
 }
 
 // dedicatedLimit is how many services get their own blocking query.
-func (r *runner) dedicatedLimit() int { return r.s.cfg.MaxConnections - len(r.dcs) }
+func (r *runner) dedicatedLimit() int { return r.s.budget() - len(r.dcs) }
 
 // setMode switches between dedicated and shared mode when the number of
 // services calls for it, with some hysteresis. It reports whether it did.

@@ -162,7 +162,7 @@ func (r *runner) retryLater(k qkey, atLeast time.Duration) {
 func (r *runner) startShared() {
 	ctx, cancel := context.WithCancel(r.ctx)
 	r.poolCancel = cancel
-	for range r.s.cfg.MaxConnections - 3*len(r.dcs) {
+	for range r.s.budget() - 3*len(r.dcs) {
 		r.goWatch(func() { r.worker(ctx) })
 	}
 	for i := range r.dcs {

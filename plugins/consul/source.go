@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/url"
 	"slices"
@@ -38,9 +39,14 @@ type Source struct {
 	overlays map[string][]byte // by service name
 	mapper   mapper
 	// healthParams are the per-instance selection parameters of every
-	// /v1/health/service query.
+	// /v1/health/service query; watchParams add what a dedicated watcher's
+	// blocking query needs.
 	healthParams url.Values
-	running      atomic.Bool
+	watchParams  url.Values
+	// checkToken: a token is configured, so the runner checks it is still
+	// valid, with one blocking query of the connection budget.
+	checkToken bool
+	running    atomic.Bool
 }
 
 // New builds a Source from a valid cfg. It reads token_file and the TLS
@@ -72,6 +78,13 @@ func New(cfg Config, opts Options) (*Source, error) {
 	if cfg.Filter != "" {
 		params.Set("filter", cfg.Filter)
 	}
+	// near makes the agent forward a dedicated watcher's blocking query to
+	// the servers instead of answering it from its streaming view, which
+	// outlives a restart of those servers and then answers with the state
+	// from before it, under indexes they have not reached (README.md,
+	// "Connections to Consul"). Endpoints are sorted by the mapping anyway.
+	watch := maps.Clone(params)
+	watch.Set("near", "_agent")
 	return &Source{
 		log:          opts.Logger,
 		cfg:          cfg,
@@ -80,7 +93,18 @@ func New(cfg Config, opts Options) (*Source, error) {
 		overlays:     overlays,
 		mapper:       mapper{health: cfg.Health, zoneKey: cfg.Locality.ZoneKey, subZoneKey: cfg.Locality.SubZoneKey},
 		healthParams: params,
+		watchParams:  watch,
+		checkToken:   c.token.get() != "",
 	}, nil
+}
+
+// budget is how many connections the watches and workers share: all of
+// max_connections but the token check's.
+func (s *Source) budget() int {
+	if s.checkToken {
+		return s.cfg.MaxConnections - 1
+	}
+	return s.cfg.MaxConnections
 }
 
 // Run watches Consul until ctx ends: see sdk.Source. It sends the full

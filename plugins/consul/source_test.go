@@ -31,6 +31,7 @@ func TestAgent(t *testing.T) {
 		{"Datacenters", testDatacenters},
 		{"SharedMode", testSharedMode},
 		{"Coalesce", testCoalesce},
+		{"TokenWithoutACLs", testTokenWithoutACLs},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
@@ -290,6 +291,23 @@ func testDatacenters(t *testing.T, a *consultest.Agent) {
 	w.waitFor("disconnected naming nowhere", statusIs(sdk.Disconnected, "datacenter nowhere"))
 }
 
+// testTokenWithoutACLs: with ACLs off, Consul ignores a token and answers
+// the token check with 401; the source is not disconnected for it.
+func testTokenWithoutACLs(t *testing.T, a *consultest.Agent) {
+	cfg := testConfig(a, "tok")
+	cfg.Token = "00000000-0000-4000-8000-000000000001"
+	w := startSource(t, cfg, Options{})
+	w.waitFor("connected", func(v view) bool { return v.fulls > 0 && v.status.State == sdk.Connected })
+	time.Sleep(2 * cfg.Retry.Max) // the check has answered, and is retried
+	registerExternal(t, a.Client(), "tok-node", "10.3.0.1", nil, &api.AgentService{ID: "tok-1", Service: "tok", Port: 80}, "")
+	w.waitFor("tok", endpointsAre("tok", "10.3.0.1:80/healthy"))
+	for _, u := range w.since(0) {
+		if u.Status != nil && u.Status.State != sdk.Connected {
+			t.Errorf("status %v %q with ACLs off", u.Status.State, u.Status.Reason)
+		}
+	}
+}
+
 // testSharedMode watches more services than the connection budget allows
 // blocking queries for, then few enough to go back to one each.
 func testSharedMode(t *testing.T, a *consultest.Agent) {
@@ -413,12 +431,14 @@ func TestConsulRestart(t *testing.T) {
 
 // TestACL runs sources against an agent with ACLs on and default policy
 // deny: with a read token, without one, with an unknown one, and with one
-// revoked while running.
+// revoked while running, then replaced.
 func TestACL(t *testing.T) {
 	t.Parallel()
 	a := consultest.Start(t, consultest.Options{ACL: true})
 	c := a.Client()
-	must(t, c.Agent().ServiceRegister(&api.AgentServiceRegistration{ID: "acl-1", Name: "acl", Address: "127.0.0.50", Port: 80}))
+	for i, name := range []string{"acl", "acl-b", "acl-c", "acl-d"} {
+		must(t, c.Agent().ServiceRegister(&api.AgentServiceRegistration{ID: name + "-1", Name: name, Address: "127.0.0.50", Port: 80 + i}))
+	}
 	token := a.ReadToken()
 	dir := t.TempDir()
 	must(t, os.WriteFile(filepath.Join(dir, "token"), []byte(token+"\n"), 0o600))
@@ -426,21 +446,31 @@ func TestACL(t *testing.T) {
 	var logs syncBuffer
 	logger := slogTo(&logs)
 
-	// A read token from a file.
-	cfg := testConfig(a, "acl")
-	cfg.TokenFile = "token"
-	// Blocking queries do not wake when a token is revoked: the source
-	// notices at the next answer, at the latest after wait.
-	cfg.Wait = 2 * time.Second
-	good := startSource(t, cfg, Options{Logger: logger, BaseDir: dir})
+	// Read tokens from a file, with the default wait: blocking queries do
+	// not wake when their token is revoked, the token check does. good
+	// watches one service; tight watches four within max_connections 5,
+	// of which the token check holds one (so the services share a worker).
+	goodCfg := testConfig(a, "acl")
+	goodCfg.TokenFile = "token"
+	goodCfg.Retry.Max = 5 * time.Second
+	if goodCfg.Wait != DefaultConfig().Wait {
+		t.Fatalf("wait %s, want the default %s", goodCfg.Wait, DefaultConfig().Wait)
+	}
+	good := startSource(t, goodCfg, Options{Logger: logger, BaseDir: dir})
+	tightCfg := goodCfg
+	tightCfg.Services = []string{"acl", "acl-b", "acl-c", "acl-d"}
+	tightCfg.MaxConnections = 5
+	var cc connCounter
+	tight := startSource(t, tightCfg, Options{Logger: logger, BaseDir: dir, DialContext: cc.dial})
 	good.waitFor("acl with token", endpointsAre("acl", "127.0.0.50:80/healthy"))
+	tight.waitFor("four services", func(v view) bool { return len(v.clusters) == 4 && endpointsAre("acl-d", "127.0.0.50:83/healthy")(v) })
 
 	// No token: the anonymous token reads nothing.
 	anon := startSource(t, testConfig(a, "acl"), Options{Logger: logger})
 	anon.waitFor("permission denied without token", statusIs(sdk.Disconnected, "permission denied"))
 
 	// An unknown token.
-	cfg = testConfig(a, "acl")
+	cfg := testConfig(a, "acl")
 	cfg.Token = "00000000-0000-4000-8000-000000000000"
 	unknown := startSource(t, cfg, Options{Logger: logger})
 	unknown.waitFor("permission denied with unknown token", statusIs(sdk.Disconnected, "ACL not found"))
@@ -450,31 +480,64 @@ func TestACL(t *testing.T) {
 		}
 	}
 
-	// Revoke the good source's token: it keeps what it serves.
-	mark := good.mark()
+	// Revoke the token: the sources say so within retry.max, and keep what
+	// they serve.
+	sources := map[string]*watch{"good": good, "tight": tight}
+	marks := map[string]int{}
+	for name, w := range sources {
+		w.waitFor(name+" connected", statusIs(sdk.Connected, ""))
+		marks[name] = w.mark()
+	}
 	tokens, _, err := c.ACL().TokenList(nil)
 	must(t, err)
+	revoked := time.Now()
 	for _, tok := range tokens {
 		if tok.SecretID == token {
 			_, err := c.ACL().TokenDelete(tok.AccessorID, nil)
 			must(t, err)
 		}
 	}
-	good.waitFor("permission denied after revocation", statusIs(sdk.Disconnected, "permission denied"))
-	if _, ok := good.cluster("acl"); !ok {
-		t.Error("cluster acl dropped after the token was revoked")
-	}
-	for _, u := range good.since(mark) {
-		if u.Full || len(u.Clusters) > 0 || len(u.RemovedClusters) > 0 {
-			t.Errorf("data update after revocation: %+v", u)
+	for name, w := range sources {
+		w.waitFor(name+": token revoked", statusIs(sdk.Disconnected, "permission denied: token revoked"))
+		took := time.Since(revoked)
+		t.Logf("%s: revocation noticed after %v", name, took)
+		if took > goodCfg.Retry.Max {
+			t.Errorf("%s: revocation noticed after %v, want within retry.max %v", name, took, goodCfg.Retry.Max)
 		}
+		if _, ok := w.cluster("acl"); !ok {
+			t.Errorf("%s: cluster acl dropped after the token was revoked", name)
+		}
+		for _, u := range w.since(marks[name]) {
+			if u.Full || len(u.Clusters) > 0 || len(u.RemovedClusters) > 0 {
+				t.Errorf("%s: data update after revocation: %+v", name, u)
+			}
+		}
+	}
+
+	// A new token in the file is picked up: connected again, with a full
+	// state.
+	for name, w := range sources {
+		marks[name] = w.mark()
+	}
+	newToken := a.ReadToken()
+	must(t, os.WriteFile(filepath.Join(dir, "token"), []byte(newToken+"\n"), 0o600))
+	for name, w := range sources {
+		w.waitFor(name+" connected with the new token", func(v view) bool {
+			return v.status.State == sdk.Connected && endpointsAre("acl", "127.0.0.50:80/healthy")(v)
+		})
+		if !slices.ContainsFunc(w.since(marks[name]), func(u sdk.Update) bool { return u.Full }) {
+			t.Errorf("%s: no full state after the token was replaced", name)
+		}
+	}
+	if p := cc.peak.Load(); p > int64(tightCfg.MaxConnections) {
+		t.Errorf("tight: peak %d connections to Consul, budget %d", p, tightCfg.MaxConnections)
 	}
 
 	out := logs.String()
 	if !strings.Contains(out, "permission denied") {
 		t.Errorf("no permission denied log line in:\n%s", out)
 	}
-	for _, secret := range []string{token, a.ManagementToken, "00000000-0000-4000-8000-000000000000"} {
+	for _, secret := range []string{token, newToken, a.ManagementToken, "00000000-0000-4000-8000-000000000000"} {
 		if strings.Contains(out, secret) {
 			t.Errorf("a token appears in the log:\n%s", out)
 		}
@@ -482,7 +545,11 @@ func TestACL(t *testing.T) {
 }
 
 // TestDatacenterFailover runs two dev agents in datacenters dc1 and dc2,
-// joined over the WAN, and reads both through dc1's agent.
+// joined over the WAN, and reads both through dc1's agent, with the default
+// wait, in dedicated and in shared mode. dc2 restarts empty after an outage
+// long enough for dc1's agent to back off its own reconnections: dc1's
+// agent then still holds dc2's state from before the restart, under
+// indexes the restarted dc2 has not reached.
 func TestDatacenterFailover(t *testing.T) {
 	t.Parallel()
 	dc1 := consultest.Start(t, consultest.Options{})
@@ -492,33 +559,84 @@ func TestDatacenterFailover(t *testing.T) {
 	}
 	registerExternal(t, dc1.Client(), "mdc-node-1", "10.7.0.1", nil, &api.AgentService{ID: "mdc-1", Service: "mdc", Port: 80}, api.HealthPassing)
 	registerDC2(80)
+	// Four more services in dc1 put the shared source over its budget.
+	extra := []string{"mdc-w", "mdc-x", "mdc-y", "mdc-z"}
+	for i, name := range extra {
+		registerExternal(t, dc1.Client(), "mdc-node-1", "10.7.0.1", nil, &api.AgentService{ID: name + "-1", Service: name, Port: 90 + i}, api.HealthPassing)
+	}
 
 	cfg := testConfig(dc1, "mdc")
 	cfg.Datacenters = []string{"dc1", "dc2"}
-	// A query forwarded to dc2 just as it restarts can stay blocked until
-	// wait runs out (see README: Limitations); keep that short here.
-	cfg.Wait = 2 * time.Second
-	w := startSource(t, cfg, Options{})
-	v := w.waitFor("both datacenters", endpointsAre("mdc", "10.7.0.1:80/healthy", "10.7.0.2:80/healthy"))
-	eps := v.clusters["mdc"].Endpoints
-	if eps[0].Priority != 0 || eps[0].Locality.Region != "dc1" || eps[1].Priority != 1 || eps[1].Locality.Region != "dc2" {
-		t.Errorf("endpoints %+v, want dc1 at priority 0 and dc2 at priority 1", eps)
+	if cfg.Wait != DefaultConfig().Wait {
+		t.Fatalf("wait %s, want the default %s", cfg.Wait, DefaultConfig().Wait)
 	}
+	// Shared: 6 services over both datacenters, budget 7 less one catalog
+	// query per datacenter.
+	sharedCfg := cfg
+	sharedCfg.Services = append([]string{"mdc"}, extra...)
+	sharedCfg.MaxConnections = 7
+	var logs syncBuffer
+	sources := map[string]*watch{
+		"dedicated": startSource(t, cfg, Options{}),
+		"shared":    startSource(t, sharedCfg, Options{Logger: slogTo(&logs)}),
+	}
+	waitAll := func(desc string, pred func(v view) bool) {
+		t.Helper()
+		for name, w := range sources {
+			w.waitFor(name+": "+desc, pred)
+		}
+	}
+	waitAll("both datacenters", endpointsAre("mdc", "10.7.0.1:80/healthy", "10.7.0.2:80/healthy"))
+	for name, w := range sources {
+		v := w.waitFor("", hasFull)
+		eps := v.clusters["mdc"].Endpoints
+		if eps[0].Priority != 0 || eps[0].Locality.Region != "dc1" || eps[1].Priority != 1 || eps[1].Locality.Region != "dc2" {
+			t.Errorf("%s: endpoints %+v, want dc1 at priority 0 and dc2 at priority 1", name, eps)
+		}
+	}
+	if !strings.Contains(logs.String(), "shared=true") {
+		t.Errorf("the shared source did not switch to shared mode:\n%s", logs.String())
+	}
+	// Move dc2's indexes well past where the restarted dc2 will start.
+	for port := 90; port < 100; port++ {
+		registerDC2(port)
+	}
+	waitAll("dc2 on 99", endpointsAre("mdc", "10.7.0.1:80/healthy", "10.7.0.2:99/healthy"))
 
 	// dc2 goes away: its endpoints stay, dc1's changes still flow.
 	dc2.Stop()
-	w.waitFor("dc2 failing", statusIs(sdk.Disconnected, "datacenter dc2"))
+	waitAll("dc2 failing", statusIs(sdk.Disconnected, "datacenter dc2"))
 	registerExternal(t, dc1.Client(), "mdc-node-1", "10.7.0.1", nil, &api.AgentService{ID: "mdc-1", Service: "mdc", Port: 81}, api.HealthPassing)
-	w.waitFor("dc1 change with dc2 down", endpointsAre("mdc", "10.7.0.1:81/healthy", "10.7.0.2:80/healthy"))
+	waitAll("dc1 change with dc2 down", endpointsAre("mdc", "10.7.0.1:81/healthy", "10.7.0.2:99/healthy"))
+	// An outage of some seconds: dc1's agent retries dc2 ever more slowly.
+	time.Sleep(3 * time.Second)
 
 	// dc2 comes back (empty, as dev agents do) and is registered again.
-	mark := w.mark()
+	marks := map[string]int{}
+	for name, w := range sources {
+		marks[name] = w.mark()
+	}
 	dc2.Restart()
 	registerDC2(82)
-	w.waitFor("dc2 back", func(v view) bool {
+	waitAll("dc2 back", func(v view) bool {
 		return v.status.State == sdk.Connected && endpointsAre("mdc", "10.7.0.1:81/healthy", "10.7.0.2:82/healthy")(v)
 	})
-	if !slices.ContainsFunc(w.since(mark), func(u sdk.Update) bool { return u.Full }) {
-		t.Error("no full state after dc2 came back")
+	// Later changes in dc2 arrive well within wait.
+	registerDC2(83)
+	waitAll("dc2 change after its restart", endpointsAre("mdc", "10.7.0.1:81/healthy", "10.7.0.2:83/healthy"))
+	for name, w := range sources {
+		updates := w.since(marks[name])
+		if !slices.ContainsFunc(updates, func(u sdk.Update) bool { return u.Full }) {
+			t.Errorf("%s: no full state after dc2 came back", name)
+		}
+		for _, u := range updates {
+			for _, c := range u.Clusters {
+				for _, ep := range c.Endpoints {
+					if ep.Address == "10.7.0.2" && ep.Port == 99 {
+						t.Errorf("%s: dc2's state from before its restart served after it: %+v", name, u)
+					}
+				}
+			}
+		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"net/url"
 	"time"
 )
@@ -88,14 +89,22 @@ type failEvent struct {
 	retryAfter  time.Duration
 }
 
+// tokenEvent is what the token check found: err is nil while the token is
+// valid, and says why it is not.
+type tokenEvent struct{ err error }
+
 func (catalogEvent) isEvent() {}
 func (serviceEvent) isEvent() {}
 func (stateEvent) isEvent()   {}
 func (nodesEvent) isEvent()   {}
 func (nodeEvent) isEvent()    {}
 func (failEvent) isEvent()    {}
+func (tokenEvent) isEvent()   {}
 
-// Keys of the runner's failing set.
+// Keys of the runner's failing set. tokenKey sorts before every
+// datacenter's keys, so a revoked token is the reason reported.
+const tokenKey = "acl token"
+
 func catalogKey(dc string) string       { return dcLabel(dc) + ": catalog" }
 func stateKey(dc string) string         { return dcLabel(dc) + ": health state" }
 func serviceKey(dc, name string) string { return dcLabel(dc) + ": service " + name }
@@ -159,7 +168,7 @@ func (r *runner) watchService(ctx context.Context, dc int, name string, gen uint
 	b := r.backoff()
 	var index uint64
 	for {
-		ev, err := r.fetchService(ctx, dc, name, gen, query{index: index, wait: r.s.cfg.Wait})
+		ev, err := r.fetchService(ctx, dc, name, gen, query{index: index, wait: r.s.cfg.Wait, params: r.s.watchParams})
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -185,7 +194,9 @@ func (r *runner) watchService(ctx context.Context, dc int, name string, gen uint
 func (r *runner) fetchService(ctx context.Context, dc int, name string, gen uint64, q query) (serviceEvent, error) {
 	d := r.dcs[dc]
 	q.dc = d.name
-	q.params = r.s.healthParams
+	if q.params == nil {
+		q.params = r.s.healthParams
+	}
 	var out []healthEntry
 	meta, err := r.s.client.get(ctx, "/v1/health/service/"+url.PathEscape(name), q, &out)
 	if err == nil && len(out) == 0 && meta.filteredByACLs {
@@ -376,6 +387,71 @@ func (r *runner) watchHealthState(ctx context.Context, dc int) {
 			return
 		}
 		index = nextIndex(index, meta.index)
+	}
+}
+
+// watchToken reads the token's own record, /v1/acl/token/self, with
+// blocking queries until ctx ends. Any token may read itself, so no
+// permission beyond what the source needs is asked for. Consul answers as
+// soon as the token is deleted, and at the latest after retry.max (or
+// wait, if shorter), so a revoked or expired token is noticed within
+// retry.max although the other blocking queries are not woken by it. Only
+// a 403 is reported: the other queries report Consul being unreachable,
+// and a 401 says ACLs are off, with no token to revoke.
+func (r *runner) watchToken(ctx context.Context) {
+	b := r.backoff()
+	wait := min(r.s.cfg.Retry.Max, r.s.cfg.Wait)
+	var (
+		index    uint64
+		reported string // the error last sent to the runner; "" for none
+	)
+	report := func(err error) bool {
+		msg := ""
+		if err != nil {
+			msg = err.Error()
+		}
+		if msg == reported {
+			return true
+		}
+		reported = msg
+		return r.emit(ctx, tokenEvent{err: err})
+	}
+	for {
+		var out struct{}
+		meta, err := r.s.client.get(ctx, "/v1/acl/token/self", query{index: index, wait: wait}, &out)
+		if ctx.Err() != nil {
+			return
+		}
+		var se *statusError
+		if err == nil {
+			b.reset()
+			if !report(nil) {
+				return
+			}
+			index = nextIndex(index, meta.index)
+			continue
+		}
+		index = 0
+		delay, _ := rateLimited(err)
+		switch {
+		case errors.As(err, &se) && se.code == http.StatusForbidden:
+			err = fmt.Errorf("%w: token revoked or unknown (HTTP 403: %s); check token or token_file", errPermissionDenied, se.body)
+			if !report(err) {
+				return
+			}
+			delay = max(delay, b.next())
+		case errors.As(err, &se) && se.code == http.StatusUnauthorized:
+			if !report(nil) {
+				return
+			}
+			delay = wait
+		default:
+			r.s.log.Debug("consul: token check failed", "err", err)
+			delay = max(delay, b.next())
+		}
+		if !sleep(ctx, delay) {
+			return
+		}
 	}
 }
 

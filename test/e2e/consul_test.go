@@ -94,7 +94,9 @@ func TestConsul(t *testing.T) {
 }
 
 // TestConsulACL: without a token an ACL-enabled agent denies the source,
-// which says so and serves nothing it did not have; with a token it works.
+// which says so and serves nothing it did not have; with a token it works,
+// and when that token is revoked the source says so in /debug/sources
+// within retry.max (under the default wait of 5m) and keeps its endpoints.
 func TestConsulACL(t *testing.T) {
 	if testing.Short() {
 		t.Skip("needs a consul agent")
@@ -112,7 +114,7 @@ plugins:
     config: {address: %s, services: [web]}
   - name: allowed
     type: consul
-    config: {address: %s, services: [web], token: %s}
+    config: {address: %s, services: [web], token: %s, retry: {max: 3s}}
 `, agent.Addr, agent.Addr, token)})
 	eventually(t, 20*time.Second, "the tokenless source to report permission denied", func() bool {
 		st := b.sources()["denied"]
@@ -123,6 +125,36 @@ plugins:
 	r := s.recvType(resource.EndpointType, 20*time.Second)
 	if got := ports(cla(t, r.GetResources()[0])); !slices.Equal(got, []int{8001}) {
 		t.Fatalf("web ports %v", got)
+	}
+	s.ack(r, "web")
+	eventually(t, 20*time.Second, "the source with a token to report connected", func() bool {
+		return b.sources()["allowed"].SourceState == "connected"
+	})
+
+	// Revoke the token.
+	tokens, _, err := mgmt.ACL().TokenList(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tok := range tokens {
+		if tok.SecretID == token {
+			if _, err := mgmt.ACL().TokenDelete(tok.AccessorID, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	eventually(t, 3*time.Second, "the source to report its token revoked within retry.max", func() bool {
+		st := b.sources()["allowed"]
+		return st.SourceState == "disconnected" && containsFold(st.Reason, "permission denied: token revoked")
+	})
+	// Its endpoints stay: no update to the subscribed client, and a new
+	// client gets them.
+	s.quiet(500 * time.Millisecond)
+	s2 := newSotw(t, dial(t, b.grpcAddr), "acl-after-revocation")
+	s2.subscribe(resource.EndpointType, "web")
+	r = s2.recvType(resource.EndpointType, 20*time.Second)
+	if got := ports(cla(t, r.GetResources()[0])); !slices.Equal(got, []int{8001}) {
+		t.Fatalf("web ports %v after the token was revoked, want [8001]", got)
 	}
 	if b.log.contains(token) {
 		t.Fatal("the ACL token appears in xdsbridge's log")

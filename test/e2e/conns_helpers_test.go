@@ -29,6 +29,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/xdsbridge/xdsbridge/test/peers"
 	"github.com/xdsbridge/xdsbridge/xds/conns"
 )
 
@@ -109,14 +110,11 @@ next:
 	return 0, false
 }
 
-// skipOrFail skips the test, except under CI=true, where what it needs
-// must be there.
+// skipOrFail skips the test, or fails it when the peers are required
+// (`make test`): the link-cut tests need root and `ip netns`.
 func skipOrFail(t *testing.T, format string, args ...any) {
 	t.Helper()
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("CI=true: "+format, args...)
-	}
-	t.Skipf(format, args...)
+	peers.Missing(t, "network namespaces (root and `ip netns`)", format, args...)
 }
 
 var netnsSeq atomic.Int32
@@ -140,7 +138,7 @@ func run(ctx context.Context, args ...string) error {
 
 // newNetns creates the namespace and the veth pair; t.Cleanup deletes
 // them, whether the test passed or not. It skips the test (fails it under
-// CI=true) when not root or without `ip netns`.
+// `make test`) when not root or without `ip netns`.
 func newNetns(t *testing.T) *netns {
 	t.Helper()
 	if os.Geteuid() != 0 {

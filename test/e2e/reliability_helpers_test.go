@@ -58,25 +58,6 @@ func figure(t testing.TB, name string, format string, args ...any) {
 	t.Logf("FIGURE [%s profile] %s: %s", profileName(), name, fmt.Sprintf(format, args...))
 }
 
-// knownBugsEnv=fail turns known-bug skips into failures.
-const knownBugsEnv = "XDSBRIDGE_KNOWN_BUGS"
-
-// knownBug checks ok, a property that a bug reported elsewhere breaks. While
-// the bug is there the test is skipped with its description, so the rest of
-// the suite stays green; once it is fixed the check passes and the test
-// goes on asserting. With XDSBRIDGE_KNOWN_BUGS=fail it fails instead.
-func knownBug(t testing.TB, ok bool, format string, args ...any) {
-	t.Helper()
-	if ok {
-		return
-	}
-	msg := "known bug: " + fmt.Sprintf(format, args...)
-	if os.Getenv(knownBugsEnv) == "fail" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
-}
-
 // buildFaultPlugin builds test/e2e/faultplugin into a temporary directory
 // and returns the binary's path. $XDSBRIDGE_FAULTPLUGIN names a binary
 // built already.

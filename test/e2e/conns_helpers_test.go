@@ -83,6 +83,26 @@ func (b *bridge) metric(name string, labels ...string) (float64, bool) {
 }
 
 func findSample(r io.Reader, name string, labels ...string) (float64, bool) {
+	vs := samples(r, name, labels...)
+	if len(vs) == 0 {
+		return 0, false
+	}
+	return vs[0], true
+}
+
+// sumSamples adds up every sample of name in a /metrics page.
+func sumSamples(page []byte, name string) float64 {
+	var sum float64
+	for _, v := range samples(bytes.NewReader(page), name) {
+		sum += v
+	}
+	return sum
+}
+
+// samples returns the values of the samples of name whose labels include
+// every one of labels, in the order of the page.
+func samples(r io.Reader, name string, labels ...string) []float64 {
+	var out []float64
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 next:
@@ -105,9 +125,9 @@ next:
 		if err != nil {
 			continue
 		}
-		return v, true
+		out = append(out, v)
 	}
-	return 0, false
+	return out
 }
 
 // skipOrFail skips the test, or fails it when the peers are required

@@ -214,15 +214,24 @@ func (b *bridge) debugSources() debugSources {
 // tryGet fetches an admin path and reports its status, or 0 when the
 // request failed; it never fails the test.
 func (b *bridge) tryGet(path string, within time.Duration) (int, time.Duration) {
+	_, code, took := b.getBody(path, within)
+	return code, took
+}
+
+// getBody is tryGet that also returns the body.
+func (b *bridge) getBody(path string, within time.Duration) ([]byte, int, time.Duration) {
 	c := http.Client{Timeout: within}
 	start := time.Now()
 	resp, err := c.Get("http://" + b.adminAddr + path)
 	if err != nil {
-		return 0, time.Since(start)
+		return nil, 0, time.Since(start)
 	}
 	defer resp.Body.Close()
-	_, _ = io.Copy(io.Discard, resp.Body)
-	return resp.StatusCode, time.Since(start)
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, 0, time.Since(start)
+	}
+	return body, resp.StatusCode, time.Since(start)
 }
 
 // logLines returns the bridge's log lines that contain every one of subs,

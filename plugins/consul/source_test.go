@@ -12,6 +12,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/hashicorp/consul/api"
 
+	"github.com/xdsbridge/xdsbridge/internal/security/secret"
 	"github.com/xdsbridge/xdsbridge/sdk"
 	consultest "github.com/xdsbridge/xdsbridge/test/consul"
 	"github.com/xdsbridge/xdsbridge/xds/translate"
@@ -441,7 +442,7 @@ func TestACL(t *testing.T) {
 
 	// An unknown token.
 	cfg = testConfig(a, "acl")
-	cfg.Token = "00000000-0000-4000-8000-000000000000"
+	cfg.Token = secret.New("00000000-0000-4000-8000-000000000000")
 	unknown := startSource(t, cfg, Options{Logger: logger})
 	unknown.waitFor("permission denied with unknown token", statusIs(sdk.Disconnected, "ACL not found"))
 	for _, w := range []*watch{anon, unknown} {

@@ -38,30 +38,31 @@ func sendAndRecv(t *testing.T, cc *grpc.ClientConn, req any) error {
 		if err != nil {
 			return err
 		}
-		if err := st.Send(req); err != nil && !errors.Is(err, io.EOF) {
-			return err
-		}
-		for {
-			if _, err := st.Recv(); err != nil {
-				return err
-			}
-		}
+		return sendThenDrain(st, req)
 	case *discovery.DeltaDiscoveryRequest:
 		st, err := client.DeltaAggregatedResources(ctx)
 		if err != nil {
 			return err
 		}
-		if err := st.Send(req); err != nil && !errors.Is(err, io.EOF) {
-			return err
-		}
-		for {
-			if _, err := st.Recv(); err != nil {
-				return err
-			}
-		}
+		return sendThenDrain(st, req)
 	}
 	t.Fatalf("request of type %T", req)
 	return nil
+}
+
+// sendThenDrain sends req on st and receives until the stream ends.
+func sendThenDrain[Req, Resp any](st interface {
+	Send(Req) error
+	Recv() (Resp, error)
+}, req Req) error {
+	if err := st.Send(req); err != nil && !errors.Is(err, io.EOF) {
+		return err
+	}
+	for {
+		if _, err := st.Recv(); err != nil {
+			return err
+		}
+	}
 }
 
 func names(n int) []string {

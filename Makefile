@@ -33,10 +33,15 @@ test-deps:
 	@bash test/tools/dns.sh >/dev/null
 	@bash test/tools/consul.sh >/dev/null
 
+# test requires the real peers (XDSBRIDGE_REQUIRE_PEERS=1): a test whose
+# Consul, named or root is missing fails, naming it, where a plain `go test`
+# skips. testsum prints go test's usual output, then the skipped tests by
+# reason, and exits with go test's status.
 test: test-deps build
+	$(GO) build -o $(TOOLS)/testsum ./test/tools/testsum
 	PATH="$$PATH:$$(dirname $$(bash test/tools/dns.sh))" \
-	XDSBRIDGE_CONSUL=$$(bash test/tools/consul.sh) XDSBRIDGE_BIN=$(CURDIR)/$(BIN) \
-		$(GO) test -race -timeout 20m -count=1 ./...
+	XDSBRIDGE_CONSUL=$$(bash test/tools/consul.sh) XDSBRIDGE_BIN=$(CURDIR)/$(BIN) XDSBRIDGE_REQUIRE_PEERS=1 \
+		$(TOOLS)/testsum $(GO) test -json -race -timeout 20m -count=1 ./...
 
 # test-short runs the tests that need no external peers.
 test-short:
@@ -72,7 +77,7 @@ FUZZ_TARGETS := ./internal/config:FuzzParse ./plugins/static:FuzzParseFile ./agg
 # FIGURE lines), then each fuzz target for FUZZTIME.
 reliability: test-deps build
 	PATH="$$PATH:$$(dirname $$(bash test/tools/dns.sh))" \
-	XDSBRIDGE_CONSUL=$$(bash test/tools/consul.sh) XDSBRIDGE_BIN=$(CURDIR)/$(BIN) XDSBRIDGE_PROFILE=full \
+	XDSBRIDGE_CONSUL=$$(bash test/tools/consul.sh) XDSBRIDGE_BIN=$(CURDIR)/$(BIN) XDSBRIDGE_PROFILE=full XDSBRIDGE_REQUIRE_PEERS=1 \
 		$(GO) test -count=1 -timeout 60m -run 'TestReliability' -v ./test/e2e
 	$(MAKE) fuzz FUZZTIME=$(FUZZTIME)
 

@@ -64,11 +64,9 @@ func (k Keepalive) tcpKeepalive() net.KeepAliveConfig {
 // set, and keeps each one until the stats handler claims it, so that the
 // registry can learn why the connection ended.
 type listener struct {
-	net.Listener
-	userTimeout time.Duration
-	logger      *slog.Logger
-	closed      chan struct{}
-	closeOnce   sync.Once
+	tuned     *tunedListener
+	closed    chan struct{}
+	closeOnce sync.Once
 
 	mu      sync.Mutex
 	pending map[connKey]*trackedConn
@@ -87,7 +85,17 @@ func addrString(a net.Addr) string {
 	return a.String()
 }
 
-func listen(ctx context.Context, address string, ka Keepalive, logger *slog.Logger) (*listener, error) {
+// tunedListener accepts TCP connections with TCP keepalive (set by the
+// ListenConfig) and TCP_USER_TIMEOUT set. It serves REST as it is, so a
+// REST client that vanished mid-response is dropped as soon as a gRPC
+// one, and the gRPC listener around it.
+type tunedListener struct {
+	net.Listener
+	userTimeout time.Duration // 0: the system's
+	logger      *slog.Logger
+}
+
+func listenTuned(ctx context.Context, address string, ka Keepalive, logger *slog.Logger) (*tunedListener, error) {
 	lc := net.ListenConfig{KeepAliveConfig: ka.tcpKeepalive()}
 	l, err := lc.Listen(ctx, "tcp", address)
 	if err != nil {
@@ -97,10 +105,10 @@ func listen(ctx context.Context, address string, ka Keepalive, logger *slog.Logg
 	if ka.Time > 0 {
 		userTimeout = ka.Timeout
 	}
-	return &listener{Listener: l, userTimeout: userTimeout, logger: logger, closed: make(chan struct{}), pending: map[connKey]*trackedConn{}}, nil
+	return &tunedListener{Listener: l, userTimeout: userTimeout, logger: logger}, nil
 }
 
-func (l *listener) Accept() (net.Conn, error) {
+func (l *tunedListener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
 	if err != nil {
 		return nil, err
@@ -109,6 +117,25 @@ func (l *listener) Accept() (net.Conn, error) {
 		if err := setUserTimeout(c, l.userTimeout); err != nil {
 			l.logger.Debug("cannot set TCP_USER_TIMEOUT", "peer", addrString(c.RemoteAddr()), "err", err)
 		}
+	}
+	return c, nil
+}
+
+func listen(ctx context.Context, address string, ka Keepalive, logger *slog.Logger) (*listener, error) {
+	tl, err := listenTuned(ctx, address, ka, logger)
+	if err != nil {
+		return nil, err
+	}
+	return &listener{tuned: tl, closed: make(chan struct{}), pending: map[connKey]*trackedConn{}}, nil
+}
+
+// Addr is the address the listener is bound to.
+func (l *listener) Addr() net.Addr { return l.tuned.Addr() }
+
+func (l *listener) Accept() (net.Conn, error) {
+	c, err := l.tuned.Accept()
+	if err != nil {
+		return nil, err
 	}
 	tc := &trackedConn{Conn: c, l: l}
 	tc.lastRead.Store(time.Now().UnixNano())
@@ -121,7 +148,7 @@ func (l *listener) Accept() (net.Conn, error) {
 // Close stops accepting; Closed is closed then.
 func (l *listener) Close() error {
 	l.closeOnce.Do(func() { close(l.closed) })
-	return l.Listener.Close()
+	return l.tuned.Close()
 }
 
 // Closed is closed once the listener stopped accepting.

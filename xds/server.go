@@ -33,6 +33,7 @@ import (
 
 	"github.com/xdsbridge/xdsbridge/internal/security/allowlist"
 	"github.com/xdsbridge/xdsbridge/internal/security/certs"
+	"github.com/xdsbridge/xdsbridge/internal/security/limits"
 	"github.com/xdsbridge/xdsbridge/xds/conns"
 	"github.com/xdsbridge/xdsbridge/xds/store"
 )
@@ -69,6 +70,9 @@ type Options struct {
 	// Allow decides which client may claim which node, on gRPC and REST;
 	// nil allows every client any node.
 	Allow *allowlist.List
+	// Limits bound what one client can make the server hold or do; its
+	// zero fields take limits.Default's values.
+	Limits limits.Limits
 }
 
 // shutdownGrace bounds how long in-flight responses get at shutdown.
@@ -104,6 +108,7 @@ func New(opts Options) *Server {
 		opts.Metrics = prometheus.NewRegistry()
 	}
 	m := newMetrics(opts.Metrics, opts.Clients)
+	opts.Limits = opts.Limits.OrDefault()
 	return &Server{
 		opts:      opts,
 		gate:      newGate(opts.Store),
@@ -132,11 +137,10 @@ func (s *Server) Addrs(ctx context.Context) (grpcAddr, restAddr net.Addr, err er
 
 func (s *Server) grpcOptions() []grpc.ServerOption {
 	ka := s.opts.Keepalive
-	opts := []grpc.ServerOption{
-		grpc.MaxConcurrentStreams(1 << 20),
+	opts := append(s.opts.Limits.GRPCServerOptions(),
 		grpc.StatsHandler(&statsHandler{s: s}),
-		grpc.ChainStreamInterceptor(s.opts.Allow.StreamInterceptor(), s.limitRequests),
-	}
+		grpc.ChainStreamInterceptor(s.opts.Allow.StreamInterceptor(), s.opts.Limits.StreamInterceptor(), s.limitRequests),
+	)
 	if s.opts.TLS != nil {
 		opts = append(opts, grpc.Creds(s.opts.TLS.ServerCredentials()))
 	}
@@ -190,22 +194,14 @@ func (s *Server) Run(ctx context.Context) error {
 		hl net.Listener
 	)
 	if s.opts.RESTAddress != "" {
-		lc := net.ListenConfig{KeepAliveConfig: s.opts.Keepalive.tcpKeepalive()}
-		hl, err = lc.Listen(ctx, "tcp", s.opts.RESTAddress)
+		hl, err = listenTuned(ctx, s.opts.RESTAddress, s.opts.Keepalive, s.opts.Logger)
 		if err != nil {
 			gl.Close()
 			return fmt.Errorf("xds: listen rest: %w", err)
 		}
-		hs = &http.Server{
-			Handler:           s.opts.Allow.HTTPMiddleware(s.restHandler(&serverv3.HTTPGateway{Server: xdsServer}), maxRESTBody),
-			ReadHeaderTimeout: 10 * time.Second,
-			ReadTimeout:       30 * time.Second,
-			WriteTimeout:      60 * time.Second,
-			IdleTimeout:       2 * time.Minute,
-			MaxHeaderBytes:    64 << 10,
-			ConnContext: func(ctx context.Context, _ net.Conn) context.Context {
-				return context.WithValue(ctx, restConnKey{}, s.limiter.forConn())
-			},
+		hs = s.opts.Limits.RESTServer(s.opts.Allow.HTTPMiddleware(s.restHandler(&serverv3.HTTPGateway{Server: xdsServer}), int64(s.opts.Limits.RequestBytes)))
+		hs.ConnContext = func(ctx context.Context, _ net.Conn) context.Context {
+			return context.WithValue(ctx, restConnKey{}, s.limiter.forConn())
 		}
 		if s.opts.TLS != nil {
 			hs.TLSConfig = s.opts.TLS.TLSConfig()
@@ -295,9 +291,6 @@ func listenerAddr(l net.Listener) string {
 	return l.Addr().String()
 }
 
-// maxRESTBody bounds a REST discovery request.
-const maxRESTBody = 4 << 20
-
 // restConnKey holds a REST connection's rate limit bucket.
 type restConnKey struct{}
 
@@ -314,11 +307,12 @@ func (s *Server) restHandler(gw *serverv3.HTTPGateway) http.Handler {
 			return // the client went away
 		}
 		// Read the body here: the gateway reports any read error as 400.
-		req, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRESTBody))
+		maxBody := int64(s.opts.Limits.RequestBytes)
+		req, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
 		if err != nil {
 			var mbe *http.MaxBytesError
 			if errors.As(err, &mbe) {
-				http.Error(w, fmt.Sprintf("xds: request body larger than %d bytes", maxRESTBody), http.StatusRequestEntityTooLarge)
+				http.Error(w, fmt.Sprintf("xds: request body larger than %d bytes", maxBody), http.StatusRequestEntityTooLarge)
 				return
 			}
 			http.Error(w, "xds: cannot read body: "+err.Error(), http.StatusBadRequest)

@@ -79,31 +79,12 @@ func (p *parser) tooLarge(line int, path string) {
 	}
 }
 
-var yamlLineRE = regexp.MustCompile(`^line (\d+): (.*)$`)
-
-// yamlError reports an error from the yaml package at the line it names,
-// or line 1 when it names none.
-func (p *parser) yamlError(err error) {
-	msg := strings.TrimPrefix(err.Error(), "yaml: ")
-	var te *yaml.TypeError
-	if errors.As(err, &te) {
-		for _, m := range te.Errors {
-			p.yamlMessage(m)
-		}
-		return
+// yamlError reports an error from the yaml package for data at the lines
+// it is about.
+func (p *parser) yamlError(data []byte, err error) {
+	for _, pr := range yamlnode.Problems(data, err) {
+		p.errorf(pr.Line, "yaml: %s", pr.Msg)
 	}
-	p.yamlMessage(msg)
-}
-
-func (p *parser) yamlMessage(msg string) {
-	line := 1
-	if m := yamlLineRE.FindStringSubmatch(msg); m != nil {
-		if n, err := strconv.Atoi(m[1]); err == nil {
-			line = n
-		}
-		msg = m[2]
-	}
-	p.errorf(line, "yaml: %s", msg)
 }
 
 // parse fills cfg, which holds the defaults, from data.
@@ -112,7 +93,7 @@ func (p *parser) parse(data []byte, cfg *Config) {
 	var doc yaml.Node
 	if err := dec.Decode(&doc); err != nil {
 		if !errors.Is(err, io.EOF) {
-			p.yamlError(err)
+			p.yamlError(data, err)
 		}
 		return // an empty file is all defaults
 	}
@@ -121,7 +102,7 @@ func (p *parser) parse(data []byte, cfg *Config) {
 	case err == nil:
 		p.errorf(extra.Line, "a second YAML document (after '---'); plugins.yaml holds one")
 	case !errors.Is(err, io.EOF):
-		p.yamlError(err)
+		p.yamlError(data, err)
 	}
 	if len(doc.Content) == 0 {
 		return

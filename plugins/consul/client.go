@@ -116,7 +116,7 @@ func newClient(cfg Config, baseDir string, dial func(ctx context.Context, networ
 		MaxIdleConnsPerHost: cfg.MaxConnections,
 		IdleConnTimeout:     90 * time.Second,
 	}
-	tok := &tokenSource{token: cfg.Token}
+	tok := &tokenSource{token: cfg.Token.Reveal()}
 	if cfg.TokenFile != "" {
 		tok.file = resolve(baseDir, cfg.TokenFile)
 		if err := tok.reload(); err != nil {

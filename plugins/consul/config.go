@@ -9,6 +9,7 @@ import (
 	"text/template"
 	"time"
 
+	"github.com/xdsbridge/xdsbridge/internal/security/secret"
 	"github.com/xdsbridge/xdsbridge/sdk"
 	"github.com/xdsbridge/xdsbridge/xds/translate"
 )
@@ -28,9 +29,10 @@ type Config struct {
 	Address string `yaml:"address"`
 	// Scheme is http or https. Default: http.
 	Scheme string `yaml:"scheme"`
-	// Token is the ACL token sent with every request. It is never logged.
-	// Default: none (the agent's default token applies).
-	Token string `yaml:"token"`
+	// Token is the ACL token sent with every request. It is a
+	// secret.String, so it prints as "[redacted]" wherever the config is
+	// logged or shown. Default: none (the agent's default token applies).
+	Token secret.String `yaml:"token"`
 	// TokenFile is a file holding the token, read at start and again
 	// whenever Consul answers 403, so a rotated token is picked up. Relative
 	// to the directory of plugins.yaml. Excludes token. Default: none.
@@ -173,10 +175,10 @@ func (c Config) Validate() error {
 	default:
 		errs.Add("scheme", "unknown scheme %q (want http or https)", c.Scheme)
 	}
-	if c.Token != "" && c.TokenFile != "" {
+	if !c.Token.IsZero() && c.TokenFile != "" {
 		errs.Add("token_file", "set together with token; set one of them")
 	}
-	if strings.TrimSpace(c.Token) != c.Token {
+	if tok := c.Token.Reveal(); strings.TrimSpace(tok) != tok {
 		errs.Add("token", "has surrounding spaces")
 	}
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
@@ -259,7 +261,7 @@ func (c Config) Validate() error {
 }
 
 // hasToken reports whether a token is configured, inline or in a file.
-func (c Config) hasToken() bool { return c.Token != "" || c.TokenFile != "" }
+func (c Config) hasToken() bool { return !c.Token.IsZero() || c.TokenFile != "" }
 
 // clusterNameData is what a ClusterName template sees.
 type clusterNameData struct {

@@ -3,6 +3,8 @@ package consul
 import (
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +13,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/xdsbridge/xdsbridge/internal/security/secret"
 	"github.com/xdsbridge/xdsbridge/sdk"
 )
 
@@ -42,7 +45,7 @@ func TestValidate(t *testing.T) {
 			want: []string{"tls: set, but scheme is http"}},
 		{name: "cert without key", edit: func(c *Config) { c.Scheme = "https"; c.TLS.CertFile = "c.pem" },
 			want: []string{"tls: cert_file and key_file go together"}},
-		{name: "token and token file", edit: func(c *Config) { c.Token = "x"; c.TokenFile = "f" },
+		{name: "token and token file", edit: func(c *Config) { c.Token = secret.New("x"); c.TokenFile = "f" },
 			want: []string{"token_file: set together with token"}},
 		{name: "duplicate datacenter", edit: func(c *Config) { c.Datacenters = []string{"dc1", "dc1", ""} },
 			want: []string{`datacenters[1]: "dc1" is already datacenters[0]`, "datacenters[2]: empty"}},
@@ -190,6 +193,34 @@ func TestTokenFileResolvesAgainstBaseDir(t *testing.T) {
 	}
 	if got := s.client.token.get(); got != "abc" {
 		t.Errorf("token = %q, want abc", got)
+	}
+}
+
+// The token decodes from a plain string in the config block, reaches
+// requests, and shows as "[redacted]" when the config is printed or
+// logged.
+func TestTokenIsSecret(t *testing.T) {
+	const tok = "3f0a2c1e-0000-4000-8000-5ec2e7000000"
+	cfg := DefaultConfig()
+	if err := sdk.DecodeConfig([]byte("token: "+tok+"\n"), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.Token.Reveal(); got != tok {
+		t.Fatalf("token = %q, want %q", got, tok)
+	}
+	var logged strings.Builder
+	slog.New(slog.NewJSONHandler(&logged, nil)).Info("config", "config", cfg, "token", cfg.Token)
+	for _, shown := range []string{fmt.Sprintf("%v", cfg), fmt.Sprintf("%+v", cfg), fmt.Sprintf("%#v", cfg), logged.String()} {
+		if strings.Contains(shown, tok) {
+			t.Errorf("the token is shown: %s", shown)
+		}
+	}
+	s, err := New(cfg, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.client.token.get(); got != tok {
+		t.Errorf("token sent = %q, want %q", got, tok)
 	}
 }
 

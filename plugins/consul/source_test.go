@@ -12,6 +12,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/hashicorp/consul/api"
 
+	"github.com/xdsbridge/xdsbridge/internal/security/secret"
 	"github.com/xdsbridge/xdsbridge/sdk"
 	consultest "github.com/xdsbridge/xdsbridge/test/consul"
 	"github.com/xdsbridge/xdsbridge/xds/translate"
@@ -295,7 +296,7 @@ func testDatacenters(t *testing.T, a *consultest.Agent) {
 // the token check with 401; the source is not disconnected for it.
 func testTokenWithoutACLs(t *testing.T, a *consultest.Agent) {
 	cfg := testConfig(a, "tok")
-	cfg.Token = "00000000-0000-4000-8000-000000000001"
+	cfg.Token = secret.New("00000000-0000-4000-8000-000000000001")
 	w := startSource(t, cfg, Options{})
 	w.waitFor("connected", func(v view) bool { return v.fulls > 0 && v.status.State == sdk.Connected })
 	time.Sleep(2 * cfg.Retry.Max) // the check has answered, and is retried
@@ -471,7 +472,7 @@ func TestACL(t *testing.T) {
 
 	// An unknown token.
 	cfg := testConfig(a, "acl")
-	cfg.Token = "00000000-0000-4000-8000-000000000000"
+	cfg.Token = secret.New("00000000-0000-4000-8000-000000000000")
 	unknown := startSource(t, cfg, Options{Logger: logger})
 	unknown.waitFor("permission denied with unknown token", statusIs(sdk.Disconnected, "ACL not found"))
 	for _, w := range []*watch{anon, unknown} {

@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 
 	"google.golang.org/protobuf/encoding/protojson"
@@ -107,27 +106,16 @@ func (p *fileParser) value(path string, k, v *yaml.Node, floats bool) (any, bool
 	return val, ok && p.budget >= 0
 }
 
-var yamlLineRE = regexp.MustCompile(`^line (\d+): (.*)$`)
-
-func (p *fileParser) yamlError(err error) {
-	msgs := []string{strings.TrimPrefix(err.Error(), "yaml: ")}
-	if te, ok := err.(*yaml.TypeError); ok {
-		msgs = te.Errors
-	}
-	for _, msg := range msgs {
-		line := 1
-		if m := yamlLineRE.FindStringSubmatch(msg); m != nil {
-			line, _ = strconv.Atoi(m[1])
-			msg = m[2]
-		}
-		p.errorf(line, "yaml: %s", msg)
+func (p *fileParser) yamlError(data []byte, err error) {
+	for _, pr := range yamlnode.Problems(data, err) {
+		p.errorf(pr.Line, "yaml: %s", pr.Msg)
 	}
 }
 
 func (p *fileParser) parse(data []byte) sdk.Update {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
-		p.yamlError(err)
+		p.yamlError(data, err)
 		return sdk.Update{}
 	}
 	if len(doc.Content) == 0 || yamlnode.IsNull(doc.Content[0]) {

@@ -4,7 +4,8 @@
 // it has a leader and has registered its own node, and stops it when the test
 // ends. The binary comes from the XDSBRIDGE_CONSUL environment variable (the
 // Makefile sets it from test/tools/consul.sh); without it the test is skipped,
-// or fails when CI=true. With -short the test is always skipped.
+// or fails under `make test` (package peers). With -short the test is always
+// skipped.
 package consul
 
 import (
@@ -27,6 +28,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/xdsbridge/xdsbridge/test/peers"
 )
 
 // EnvBinary is the environment variable holding the path of the consul
@@ -98,7 +101,8 @@ type process struct {
 }
 
 // Binary returns the consul binary's path from XDSBRIDGE_CONSUL. It skips the
-// test with -short or when the variable is unset (but fails it when CI=true).
+// test with -short, and when the variable is unset it skips it too, or fails
+// it when the peers are required (peers.Required).
 func Binary(t testing.TB) string {
 	t.Helper()
 	if testing.Short() {
@@ -106,14 +110,10 @@ func Binary(t testing.TB) string {
 	}
 	bin := os.Getenv(EnvBinary)
 	if bin == "" {
-		msg := EnvBinary + " is not set: run `bash test/tools/consul.sh` and export its output as " + EnvBinary
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
+		peers.Missing(t, "consul agent", "%s is not set: run `bash test/tools/consul.sh` and export its output as %s", EnvBinary, EnvBinary)
 	}
 	if _, err := os.Stat(bin); err != nil {
-		t.Fatalf("%s=%q: %v", EnvBinary, bin, err)
+		t.Fatalf("consul agent: %s=%q: %v", EnvBinary, bin, err)
 	}
 	return bin
 }

@@ -8,7 +8,7 @@
 // named keeps the zone's changes in its journal across a restart.
 //
 // named is found on PATH (Debian package bind9). When it is missing the test
-// is skipped, unless the environment sets CI=true, where it fails instead.
+// is skipped, or fails under `make test` (package peers).
 package dnsserver
 
 import (
@@ -29,6 +29,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/xdsbridge/xdsbridge/test/peers"
 )
 
 // Config describes the zone a Server serves.
@@ -71,15 +73,12 @@ type Server struct {
 }
 
 // Binary returns the path of named, or skips t when it is not installed
-// (fails t when CI=true).
+// (fails t when the peers are required, peers.Required).
 func Binary(t testing.TB) string {
 	t.Helper()
 	bin, err := exec.LookPath("named")
 	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("named (Debian package bind9) is required when CI=true: %v", err)
-		}
-		t.Skipf("named not found (install Debian package bind9): %v", err)
+		peers.Missing(t, "BIND (named)", "not found on PATH (Debian package bind9; `bash test/tools/dns.sh` prints its path): %v", err)
 	}
 	return bin
 }

@@ -29,6 +29,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/xdsbridge/xdsbridge/test/peers"
 	"github.com/xdsbridge/xdsbridge/xds/conns"
 )
 
@@ -82,6 +83,26 @@ func (b *bridge) metric(name string, labels ...string) (float64, bool) {
 }
 
 func findSample(r io.Reader, name string, labels ...string) (float64, bool) {
+	vs := samples(r, name, labels...)
+	if len(vs) == 0 {
+		return 0, false
+	}
+	return vs[0], true
+}
+
+// sumSamples adds up every sample of name in a /metrics page.
+func sumSamples(page []byte, name string) float64 {
+	var sum float64
+	for _, v := range samples(bytes.NewReader(page), name) {
+		sum += v
+	}
+	return sum
+}
+
+// samples returns the values of the samples of name whose labels include
+// every one of labels, in the order of the page.
+func samples(r io.Reader, name string, labels ...string) []float64 {
+	var out []float64
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 next:
@@ -104,19 +125,16 @@ next:
 		if err != nil {
 			continue
 		}
-		return v, true
+		out = append(out, v)
 	}
-	return 0, false
+	return out
 }
 
-// skipOrFail skips the test, except under CI=true, where what it needs
-// must be there.
+// skipOrFail skips the test, or fails it when the peers are required
+// (`make test`): the link-cut tests need root and `ip netns`.
 func skipOrFail(t *testing.T, format string, args ...any) {
 	t.Helper()
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("CI=true: "+format, args...)
-	}
-	t.Skipf(format, args...)
+	peers.Missing(t, "network namespaces (root and `ip netns`)", format, args...)
 }
 
 var netnsSeq atomic.Int32
@@ -140,7 +158,7 @@ func run(ctx context.Context, args ...string) error {
 
 // newNetns creates the namespace and the veth pair; t.Cleanup deletes
 // them, whether the test passed or not. It skips the test (fails it under
-// CI=true) when not root or without `ip netns`.
+// `make test`) when not root or without `ip netns`.
 func newNetns(t *testing.T) *netns {
 	t.Helper()
 	if os.Geteuid() != 0 {

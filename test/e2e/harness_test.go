@@ -94,13 +94,28 @@ func startBridge(t testing.TB, files map[string]string) *bridge {
 	t.Helper()
 	b := &bridge{t: t, dir: t.TempDir(), grpcAddr: freePort(t), restAddr: freePort(t), adminAddr: freePort(t), log: &syncBuffer{}, done: make(chan struct{})}
 	for name, content := range files {
-		if name == "plugins.yaml" && !strings.Contains(content, "xds:") {
-			content = fmt.Sprintf("xds:\n  grpc_address: %s\n  rest_address: %s\nadmin:\n  address: %s\n", b.grpcAddr, b.restAddr, b.adminAddr) + content
+		if name == "plugins.yaml" {
+			content = b.withAddresses(content)
 		}
 		b.write(name, content)
 	}
 	b.start()
 	return b
+}
+
+// withAddresses gives a plugins.yaml the bridge's listen addresses: a whole
+// xds and admin section when it has no xds section, and the addresses
+// alone when its xds section (at the top) names none.
+func (b *bridge) withAddresses(content string) string {
+	addrs := fmt.Sprintf("  grpc_address: %s\n  rest_address: %s\n", b.grpcAddr, b.restAddr)
+	admin := fmt.Sprintf("admin:\n  address: %s\n", b.adminAddr)
+	switch {
+	case !strings.Contains(content, "xds:"):
+		return "xds:\n" + addrs + admin + content
+	case strings.HasPrefix(content, "xds:\n") && !strings.Contains(content, "grpc_address:") && !strings.Contains(content, "admin:"):
+		return admin + "xds:\n" + addrs + strings.TrimPrefix(content, "xds:\n")
+	}
+	return content
 }
 
 func (b *bridge) write(name, content string) {

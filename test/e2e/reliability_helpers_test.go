@@ -58,25 +58,6 @@ func figure(t testing.TB, name string, format string, args ...any) {
 	t.Logf("FIGURE [%s profile] %s: %s", profileName(), name, fmt.Sprintf(format, args...))
 }
 
-// knownBugsEnv=fail turns known-bug skips into failures.
-const knownBugsEnv = "XDSBRIDGE_KNOWN_BUGS"
-
-// knownBug checks ok, a property that a bug reported elsewhere breaks. While
-// the bug is there the test is skipped with its description, so the rest of
-// the suite stays green; once it is fixed the check passes and the test
-// goes on asserting. With XDSBRIDGE_KNOWN_BUGS=fail it fails instead.
-func knownBug(t testing.TB, ok bool, format string, args ...any) {
-	t.Helper()
-	if ok {
-		return
-	}
-	msg := "known bug: " + fmt.Sprintf(format, args...)
-	if os.Getenv(knownBugsEnv) == "fail" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
-}
-
 // buildFaultPlugin builds test/e2e/faultplugin into a temporary directory
 // and returns the binary's path. $XDSBRIDGE_FAULTPLUGIN names a binary
 // built already.
@@ -233,15 +214,24 @@ func (b *bridge) debugSources() debugSources {
 // tryGet fetches an admin path and reports its status, or 0 when the
 // request failed; it never fails the test.
 func (b *bridge) tryGet(path string, within time.Duration) (int, time.Duration) {
+	_, code, took := b.getBody(path, within)
+	return code, took
+}
+
+// getBody is tryGet that also returns the body.
+func (b *bridge) getBody(path string, within time.Duration) ([]byte, int, time.Duration) {
 	c := http.Client{Timeout: within}
 	start := time.Now()
 	resp, err := c.Get("http://" + b.adminAddr + path)
 	if err != nil {
-		return 0, time.Since(start)
+		return nil, 0, time.Since(start)
 	}
 	defer resp.Body.Close()
-	_, _ = io.Copy(io.Discard, resp.Body)
-	return resp.StatusCode, time.Since(start)
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, 0, time.Since(start)
+	}
+	return body, resp.StatusCode, time.Since(start)
 }
 
 // logLines returns the bridge's log lines that contain every one of subs,

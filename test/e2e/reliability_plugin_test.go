@@ -192,7 +192,7 @@ func TestReliabilityPluginStartupFailures(t *testing.T) {
 		mode string
 		want string // in last_error
 		// why is what a user needs to see in last_error to know the
-		// cause; checked as a known bug where the host loses it.
+		// cause (or at least the exit status).
 		why string
 	}{
 		{mode: "exit", want: `plugin "bad"`, why: "refusing to start on purpose"},
@@ -242,9 +242,8 @@ func TestReliabilityPluginStartupFailures(t *testing.T) {
 			if s := w.stats(); s.lost != 0 || s.removals != 0 {
 				t.Errorf("the good source's clusters were disturbed: %v", s.events)
 			}
-			if tc.why != "" {
-				knownBug(t, strings.Contains(st.LastError, tc.why) || strings.Contains(st.LastError, "exit status"),
-					"internal/host: a plugin that exits before the handshake is reported only as %q in /debug/sources last_error: neither its exit status nor what it printed on stderr (%q) is kept", st.LastError, tc.why)
+			if tc.why != "" && !strings.Contains(st.LastError, tc.why) && !strings.Contains(st.LastError, "exit status") {
+				t.Errorf("a plugin that exits before the handshake is reported as %q in /debug/sources last_error: want its exit status or what it printed on stderr (%q)", st.LastError, tc.why)
 			}
 		})
 	}
@@ -573,9 +572,8 @@ func TestReliabilityPluginHugeCluster(t *testing.T) {
 		if s := w.snapshot(); len(s["good"]) != 1 {
 			t.Errorf("the other source's cluster was lost (%d endpoints)", len(s["good"]))
 		}
-		if !served {
-			knownBug(t, strings.Contains(st.LastError, `"huge-0000"`),
-				"internal/wire.Split cuts updates only between clusters, so one cluster of %d endpoints (over wire.MaxMessageSize) can never reach the host: the SDK's Send fails, the plugin is restarted in a loop, and last_error (%q) gives a size but not the cluster", n, st.LastError)
+		if !served && !strings.Contains(st.LastError, `"huge-0000"`) {
+			t.Errorf("one cluster of %d endpoints was neither served nor refused naming the cluster: last_error %q", n, st.LastError)
 		}
 	})
 	t.Run("spread over clusters without the SDK", func(t *testing.T) {
@@ -628,6 +626,7 @@ func TestReliabilityResourceShadowsCluster(t *testing.T) {
 			served = append(served, r.Name+"@"+strings.Join(r.Sources, ","))
 		}
 	}
-	knownBug(t, s.removals == 0 && slices.Contains(served, "good@good"),
-		"aggregator/xds.Publisher: a plugin's raw Cluster resource named like another source's cluster replaces the generated cluster in the store, and removing the resource removes the cluster from clients (removals seen: %v; CDS served: %v)", s.events, served)
+	if s.removals != 0 || !slices.Contains(served, "good@good") {
+		t.Errorf("a plugin's raw Cluster resource named like another source's cluster disturbed it (removals seen: %v; CDS served: %v)", s.events, served)
+	}
 }

@@ -362,13 +362,13 @@ func bridgeRSS(t testing.TB, b *bridge) int64 {
 	return 0
 }
 
-// TestReliabilityHugeSubscription: a client subscribing to 100,000 names
-// (SotW and delta) is answered with what exists, and does not slow other
-// clients down.
+// TestReliabilityHugeSubscription: a client subscribing to 100,000 names,
+// the most one request may name (SotW and delta), is answered with what
+// exists, and does not slow other clients down; one name more is refused.
 func TestReliabilityHugeSubscription(t *testing.T) {
 	const n = 100_000
-	names := make([]string, 0, n+1)
-	for i := range n {
+	names := make([]string, 0, n)
+	for i := range n - 1 {
 		names = append(names, fmt.Sprintf("missing-%06d", i))
 	}
 	names = append(names, "a")
@@ -420,6 +420,19 @@ func TestReliabilityHugeSubscription(t *testing.T) {
 		sotwTook.Round(time.Millisecond), deltaTook.Round(time.Millisecond), otherTook.Round(time.Millisecond), rss0>>20, rss1>>20)
 	if otherTook > 2*time.Second {
 		t.Errorf("a change for another client took %v with huge subscribers connected", otherTook)
+	}
+
+	over := newSotw(t, cc, "huge-over")
+	over.subscribe(resource.EndpointType, append(slices.Clone(names), "one-more")...)
+	select {
+	case err := <-over.errs:
+		if status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), fmt.Sprintf("request names %d resources, more than the %d allowed", n+1, n)) {
+			t.Errorf("a request naming %d resources ended with %v, want ResourceExhausted naming the cap", n+1, err)
+		}
+	case r := <-over.resps:
+		t.Errorf("a request naming %d resources was answered (%d resources)", n+1, len(r.GetResources()))
+	case <-time.After(10 * time.Second):
+		t.Errorf("a request naming %d resources was neither answered nor refused within 10s", n+1)
 	}
 }
 
@@ -581,9 +594,7 @@ func TestReliabilityRESTBadRequests(t *testing.T) {
 			t.Errorf("%s: %d, want 404", p, resp.StatusCode)
 		}
 	}
-	// A body over the 4 MiB limit: xds.Server.restHandler means to answer
-	// 413, but go-control-plane's gateway replaces the read error with
-	// "cannot read body", so it answers 400.
+	// A body over the 4 MiB limit is answered 413, saying so.
 	var tooBig []string
 	for _, p := range paths {
 		tried++
@@ -596,13 +607,13 @@ func TestReliabilityRESTBadRequests(t *testing.T) {
 		if resp.StatusCode >= 500 || len(bytes.TrimSpace(msg)) == 0 {
 			t.Errorf("%s over 4 MiB: %d %q", p, resp.StatusCode, msg)
 		}
-		if resp.StatusCode != http.StatusRequestEntityTooLarge {
+		if resp.StatusCode != http.StatusRequestEntityTooLarge || !bytes.Contains(msg, []byte("larger than")) {
 			tooBig = append(tooBig, fmt.Sprintf("%s: %d %q", p, resp.StatusCode, strings.TrimSpace(string(msg))))
 		}
 	}
-	defer func() {
-		knownBug(t, len(tooBig) == 0, "xds/server.go restHandler: a REST body over maxRESTBody (4 MiB) is answered %v instead of 413: HTTPGateway.ServeHTTP returns errors.New(\"cannot read body\") without the *http.MaxBytesError, so the 413 mapping never matches and the reason does not say the body is too large", tooBig)
-	}()
+	if len(tooBig) != 0 {
+		t.Errorf("a REST body over 4 MiB was not answered 413: %v", tooBig)
+	}
 	// Still serving.
 	resp, err := http.Post("http://"+b.restAddr+paths[0], "application/json", strings.NewReader(`{"node": {"id": "after"}}`))
 	if err != nil {

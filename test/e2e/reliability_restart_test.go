@@ -7,12 +7,9 @@ package e2e
 import (
 	"bytes"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
-	"slices"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -208,14 +205,21 @@ func TestReliabilityReplicas(t *testing.T) {
 // TestReliabilityReconnectStorm: many clients connected to a bridge that
 // is killed and started again reconnect at once. All must be resynced
 // within a bound, with what they held unchanged, and the admin endpoints
-// must answer throughout.
+// must answer throughout. The total request rate limit is set below the
+// storm's rate: requests over it must wait (counted, and pending while
+// they do), none may fail, and admin must not wait with them.
 func TestReliabilityReconnectStorm(t *testing.T) {
 	n := pick(300, 1000)
+	// Each client sends about four requests to resync (a request and an
+	// ACK per type): 1,200 (4,000) requests, over 3 (6) seconds at the
+	// limit.
+	rate, burst := pick(400, 700), 50
 	state := map[string][]int{}
 	for c := range 20 {
 		state[fmt.Sprintf("svc-%02d", c)] = []int{10000 + c, 11000 + c, 12000 + c}
 	}
-	b := startBridge(t, map[string]string{"plugins.yaml": staticPlugins, "clusters.yaml": replicaFile(state)})
+	cfg := fmt.Sprintf("xds:\n  rate_limit:\n    total: {rate: %d, burst: %d}\n", rate, burst) + staticPlugins
+	b := startBridge(t, map[string]string{"plugins.yaml": cfg, "clusters.yaml": replicaFile(state)})
 	want := wantEndpoints(state)
 	ws := make([]*watcher, n)
 	for i := range ws {
@@ -238,12 +242,13 @@ func TestReliabilityReconnectStorm(t *testing.T) {
 	b.done = make(chan struct{})
 	// Probe the admin endpoints from the moment the bridge starts.
 	var (
-		probeMu  sync.Mutex
-		worst    time.Duration
-		failures int
-		probes   int
-		stop     = make(chan struct{})
-		wg       sync.WaitGroup
+		probeMu     sync.Mutex
+		worst       time.Duration
+		failures    int
+		probes      int
+		pendingSeen float64 // the most xdsbridge_xds_pending_requests seen
+		stop        = make(chan struct{})
+		wg          sync.WaitGroup
 	)
 	started := time.Now()
 	b.start() // returns once /readyz answers 200
@@ -265,6 +270,16 @@ func TestReliabilityReconnectStorm(t *testing.T) {
 				}
 				probeMu.Unlock()
 			}
+			body, code, took := b.getBody("/metrics", 10*time.Second)
+			pending, _ := findSample(bytes.NewReader(body), "xdsbridge_xds_pending_requests")
+			probeMu.Lock()
+			probes++
+			worst = max(worst, took)
+			if code != http.StatusOK {
+				failures++
+			}
+			pendingSeen = max(pendingSeen, pending)
+			probeMu.Unlock()
 		}
 	})
 	var resync time.Duration
@@ -314,20 +329,38 @@ func TestReliabilityReconnectStorm(t *testing.T) {
 	if bound := 30 * time.Second; resync > bound {
 		t.Errorf("resync took %v, over %v", resync, bound)
 	}
-	// Rate limiting is being added to the server; when its metric exists,
-	// report it.
-	if resp, err := http.Get("http://" + b.adminAddr + "/metrics"); err == nil {
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		var lines []string
-		for _, l := range strings.Split(string(body), "\n") {
-			if strings.HasPrefix(l, "xdsbridge_rate_limit_enforced_total") {
-				lines = append(lines, l)
-			}
-		}
-		slices.Sort(lines)
-		if resp.StatusCode == http.StatusOK && len(lines) > 0 {
-			figure(t, "rate limiting during the storm", "%s", strings.Join(lines, "; "))
-		}
+	// The limit: requests over it waited, none failed. The clients' last
+	// ACKs may still wait once they hold everything; let them through.
+	// Every request counted went through the limiter first, and only
+	// burst of them without waiting, so the restarted process has been
+	// up at least (requests - burst) / rate.
+	var body []byte
+	eventually(t, 30*time.Second, "the delayed requests to go through", func() bool {
+		page, code, _ := b.getBody("/metrics", 10*time.Second)
+		pending, ok := findSample(bytes.NewReader(page), "xdsbridge_xds_pending_requests")
+		body = page
+		return code == http.StatusOK && ok && pending == 0
+	})
+	upFor := time.Since(started)
+	delayed, _ := findSample(bytes.NewReader(body), "xdsbridge_xds_rate_limit_enforced_total", `scope="total"`)
+	requests := sumSamples(body, "xdsbridge_xds_requests_total")
+	disconnects := sumSamples(body, "xdsbridge_xds_disconnects_total")
+	floor := time.Duration((requests - float64(burst)) / float64(rate) * float64(time.Second))
+	figure(t, "rate limiting during the storm", "total limit %d/s (burst %d): %.0f requests, %.0f delayed, up to %.0f pending at once; process up %v (floor at the limit %v); %.0f disconnects",
+		rate, burst, requests, delayed, pendingSeen, upFor.Round(time.Millisecond), floor.Round(time.Millisecond), disconnects)
+	if requests < float64(2*n) {
+		t.Errorf("%.0f requests counted for %d resynced clients", requests, n)
+	}
+	if delayed == 0 {
+		t.Errorf("xdsbridge_xds_rate_limit_enforced_total{scope=\"total\"} = 0 for %.0f requests over a %d/s limit (burst %d)", requests, rate, burst)
+	}
+	if pendingSeen == 0 {
+		t.Errorf("xdsbridge_xds_pending_requests never rose above 0 during the storm")
+	}
+	if upFor < floor*9/10 {
+		t.Errorf("%.0f requests went through a %d/s limit (burst %d) in %v, faster than the limit allows (%v)", requests, rate, burst, upFor, floor)
+	}
+	if disconnects != 0 {
+		t.Errorf("%.0f clients were disconnected after the restart: a delayed request must wait, not fail", disconnects)
 	}
 }

@@ -122,9 +122,10 @@ func startXDS(t *testing.T) *xdsEnv {
 		e.handled.Add(1)
 		return h(srv, ss)
 	}
-	opts := append(limits.GRPCServerOptions(),
+	lim := limits.Default()
+	opts := append(lim.GRPCServerOptions(),
 		grpc.Creds(reloader.ServerCredentials()),
-		grpc.ChainStreamInterceptor(count, limits.StreamInterceptor(limits.MaxResourceNames), e.list.StreamInterceptor()))
+		grpc.ChainStreamInterceptor(count, lim.StreamInterceptor(), e.list.StreamInterceptor()))
 	gs := grpc.NewServer(opts...)
 	discoveryv3.RegisterAggregatedDiscoveryServiceServer(gs, xs)
 
@@ -147,9 +148,9 @@ func startXDS(t *testing.T) *xdsEnv {
 			}
 			w.WriteHeader(code)
 			_, _ = w.Write(body)
-		}), limits.MaxRequestBytes),
+		}), int64(lim.RequestBytes)),
 		TLSConfig:         reloader.TLSConfig(),
-		ReadHeaderTimeout: limits.RESTReadHeaderTimeout,
+		ReadHeaderTimeout: lim.RESTReadHeaderTimeout,
 		ErrorLog:          log.New(io.Discard, "", 0), // refused handshakes
 	}
 
@@ -261,7 +262,7 @@ func TestGRPC(t *testing.T) {
 			says: `in cluster "billing"`, reason: allowlist.NotAllowed},
 		{name: "no node", cert: &envoy1, req: sotwRequest("", ""), code: codes.PermissionDenied, handshake: true,
 			says: "sent no node", reason: allowlist.NoNode},
-		{name: "too many names", cert: &envoy1, req: sotwRequest("envoy-1", "edge", make([]string, limits.MaxResourceNames+1)...),
+		{name: "too many names", cert: &envoy1, req: sotwRequest("envoy-1", "edge", make([]string, limits.Default().ResourceNames+1)...),
 			code: codes.ResourceExhausted, handshake: true, says: "more than the 100000 allowed"},
 		{name: "envoy-1 as itself", cert: &envoy1, req: sotwRequest("envoy-1", "edge"), code: codes.OK, handshake: true},
 		{name: "envoy-2 as itself", cert: &envoy2, req: sotwRequest("envoy-2", "anything"), code: codes.OK, handshake: true},

@@ -1,11 +1,12 @@
 // Package limits bounds what one xDS client can make the server hold or
 // do: the size of a request, the resource names in it, streams per
 // connection, time to finish a TLS handshake, header sizes, and the REST
-// server's timeouts. The constants are the defaults; GRPCServerOptions,
-// StreamInterceptor and the HTTP values apply them.
+// server's timeouts. Default holds the values xdsbridge serves with;
+// GRPCServerOptions, StreamInterceptor and RESTServer apply them.
 package limits
 
 import (
+	"net/http"
 	"sync/atomic"
 	"time"
 
@@ -15,51 +16,119 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-const (
-	// MaxRequestBytes bounds one discovery request: a gRPC message
+// Limits are the bounds one server applies. The zero value of a field
+// means its default.
+type Limits struct {
+	// RequestBytes bounds one discovery request: a gRPC message
 	// received, and a REST body. A request is a node and resource names;
-	// 4 MiB (gRPC's own default) is far above any real one.
-	MaxRequestBytes = 4 << 20
-	// MaxResourceNames bounds the names in one request (resource_names,
-	// or resource_names_subscribe plus resource_names_unsubscribe): each
-	// subscribed name costs a watch. Envoy asks for one name per cluster
-	// in EDS, so this is the largest mesh one client can follow.
-	MaxResourceNames = 100_000
-	// MaxConcurrentStreams bounds streams per gRPC connection. Envoy
-	// opens one (ADS) to five (one per type); a gRPC client one per
-	// server.
-	MaxConcurrentStreams = 1000
-	// HandshakeTimeout bounds a new connection's TLS (and HTTP/2)
-	// handshake, so that silent connections cannot pile up.
-	HandshakeTimeout = 10 * time.Second
-	// MaxHeaderListSize bounds a gRPC request's headers (metadata).
-	MaxHeaderListSize = 64 << 10
+	// 4 MiB (gRPC's own default) is far above any real one. Over it, gRPC
+	// ends the stream with ResourceExhausted, REST answers 413.
+	RequestBytes int
+	// ResourceNames bounds the names in one streamed request
+	// (resource_names, or resource_names_subscribe plus
+	// resource_names_unsubscribe): each subscribed name costs a watch.
+	// Envoy asks for one name per cluster in EDS, so this is the largest
+	// mesh one client can follow. Over it, the stream ends with
+	// ResourceExhausted.
+	ResourceNames int
+	// ConcurrentStreams bounds streams per gRPC connection
+	// (SETTINGS_MAX_CONCURRENT_STREAMS). Envoy opens one (ADS) to one per
+	// subscription, a gRPC client one per server. A stream over it is
+	// refused (RST_STREAM REFUSED_STREAM); gRPC and Envoy clients wait
+	// for a free one, or open another connection.
+	ConcurrentStreams uint32
+	// HandshakeTimeout bounds a new connection's TLS and HTTP/2
+	// handshake (gRPC), so that silent connections cannot pile up; the
+	// REST server's ReadHeaderTimeout bounds its TLS handshake.
+	HandshakeTimeout time.Duration
+	// HeaderListSize bounds a gRPC request's headers (metadata).
+	HeaderListSize uint32
 
 	// The REST server's http.Server fields.
 
 	// RESTReadHeaderTimeout is http.Server.ReadHeaderTimeout.
-	RESTReadHeaderTimeout = 10 * time.Second
+	RESTReadHeaderTimeout time.Duration
 	// RESTReadTimeout is http.Server.ReadTimeout: headers and body.
-	RESTReadTimeout = 30 * time.Second
+	RESTReadTimeout time.Duration
 	// RESTWriteTimeout is http.Server.WriteTimeout: the whole response.
-	RESTWriteTimeout = 60 * time.Second
+	RESTWriteTimeout time.Duration
 	// RESTIdleTimeout is http.Server.IdleTimeout between requests of a
 	// kept-alive connection.
-	RESTIdleTimeout = 2 * time.Minute
+	RESTIdleTimeout time.Duration
 	// RESTMaxHeaderBytes is http.Server.MaxHeaderBytes.
-	RESTMaxHeaderBytes = 64 << 10
-)
+	RESTMaxHeaderBytes int
+}
+
+// Default returns the limits xdsbridge serves with.
+func Default() Limits {
+	return Limits{
+		RequestBytes:          4 << 20,
+		ResourceNames:         100_000,
+		ConcurrentStreams:     1000,
+		HandshakeTimeout:      10 * time.Second,
+		HeaderListSize:        64 << 10,
+		RESTReadHeaderTimeout: 10 * time.Second,
+		RESTReadTimeout:       30 * time.Second,
+		RESTWriteTimeout:      60 * time.Second,
+		RESTIdleTimeout:       2 * time.Minute,
+		RESTMaxHeaderBytes:    64 << 10,
+	}
+}
+
+// OrDefault returns l with every zero field set to its default.
+func (l Limits) OrDefault() Limits {
+	d := Default()
+	set := func(v *time.Duration, def time.Duration) {
+		if *v == 0 {
+			*v = def
+		}
+	}
+	if l.RequestBytes == 0 {
+		l.RequestBytes = d.RequestBytes
+	}
+	if l.ResourceNames == 0 {
+		l.ResourceNames = d.ResourceNames
+	}
+	if l.ConcurrentStreams == 0 {
+		l.ConcurrentStreams = d.ConcurrentStreams
+	}
+	if l.HeaderListSize == 0 {
+		l.HeaderListSize = d.HeaderListSize
+	}
+	if l.RESTMaxHeaderBytes == 0 {
+		l.RESTMaxHeaderBytes = d.RESTMaxHeaderBytes
+	}
+	set(&l.HandshakeTimeout, d.HandshakeTimeout)
+	set(&l.RESTReadHeaderTimeout, d.RESTReadHeaderTimeout)
+	set(&l.RESTReadTimeout, d.RESTReadTimeout)
+	set(&l.RESTWriteTimeout, d.RESTWriteTimeout)
+	set(&l.RESTIdleTimeout, d.RESTIdleTimeout)
+	return l
+}
 
 // GRPCServerOptions apply the gRPC limits. Responses are not bounded
 // here: a state of many clusters is large, and the client's own receive
 // limit is what matters (gRPC clients default to 4 MiB; set
 // max_receive_message_length, or Envoy's default, unlimited).
-func GRPCServerOptions() []grpc.ServerOption {
+func (l Limits) GRPCServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
-		grpc.MaxRecvMsgSize(MaxRequestBytes),
-		grpc.MaxConcurrentStreams(MaxConcurrentStreams),
-		grpc.ConnectionTimeout(HandshakeTimeout),
-		grpc.MaxHeaderListSize(MaxHeaderListSize),
+		grpc.MaxRecvMsgSize(l.RequestBytes),
+		grpc.MaxConcurrentStreams(l.ConcurrentStreams),
+		grpc.ConnectionTimeout(l.HandshakeTimeout),
+		grpc.MaxHeaderListSize(l.HeaderListSize),
+	}
+}
+
+// RESTServer returns an http.Server for h with the REST limits. h bounds
+// the body itself (RequestBytes).
+func (l Limits) RESTServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: l.RESTReadHeaderTimeout,
+		ReadTimeout:       l.RESTReadTimeout,
+		WriteTimeout:      l.RESTWriteTimeout,
+		IdleTimeout:       l.RESTIdleTimeout,
+		MaxHeaderBytes:    l.RESTMaxHeaderBytes,
 	}
 }
 
@@ -75,10 +144,11 @@ func NameCount(m any) int {
 }
 
 // StreamInterceptor ends a stream, with codes.ResourceExhausted, on a
-// discovery request of more than maxNames resource names; the request
-// never reaches the handler. (A request over MaxRequestBytes gets
+// discovery request of more than ResourceNames resource names; the
+// request never reaches the handler. (A request over RequestBytes gets
 // ResourceExhausted from gRPC itself.)
-func StreamInterceptor(maxNames int) grpc.StreamServerInterceptor {
+func (l Limits) StreamInterceptor() grpc.StreamServerInterceptor {
+	maxNames := l.ResourceNames
 	return func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 		ls := &limitedStream{ServerStream: ss, max: maxNames}
 		err := handler(srv, ls)

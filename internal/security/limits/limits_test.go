@@ -50,7 +50,9 @@ func startServer(t *testing.T, maxNames int) *grpc.ClientConn {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	cache := cachev3.NewSnapshotCache(false, cachev3.IDHash{}, nil)
-	gs := grpc.NewServer(append(limits.GRPCServerOptions(), grpc.ChainStreamInterceptor(limits.StreamInterceptor(maxNames)))...)
+	lim := limits.Default()
+	lim.ResourceNames = maxNames
+	gs := grpc.NewServer(append(lim.GRPCServerOptions(), grpc.ChainStreamInterceptor(lim.StreamInterceptor()))...)
 	discoveryv3.RegisterAggregatedDiscoveryServiceServer(gs, serverv3.NewServer(ctx, cache, nil))
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -86,7 +88,7 @@ func TestStreamInterceptor(t *testing.T) {
 		{"sotw at the limit", &discoveryv3.DiscoveryRequest{Node: node, TypeUrl: resource.ClusterType, ResourceNames: []string{"a", "b", "c"}}, codes.DeadlineExceeded, ""},
 		{"sotw over the limit", &discoveryv3.DiscoveryRequest{Node: node, TypeUrl: resource.ClusterType, ResourceNames: []string{"a", "b", "c", "d"}}, codes.ResourceExhausted, "names 4 resources, more than the 3 allowed"},
 		{"delta over the limit", &discoveryv3.DeltaDiscoveryRequest{Node: node, TypeUrl: resource.ClusterType, ResourceNamesSubscribe: []string{"a", "b"}, ResourceNamesUnsubscribe: []string{"c", "d"}}, codes.ResourceExhausted, "names 4 resources"},
-		{"message over the size limit", &discoveryv3.DiscoveryRequest{Node: node, TypeUrl: resource.ClusterType, ResourceNames: []string{strings.Repeat("x", limits.MaxRequestBytes)}}, codes.ResourceExhausted, "larger than max"},
+		{"message over the size limit", &discoveryv3.DiscoveryRequest{Node: node, TypeUrl: resource.ClusterType, ResourceNames: []string{strings.Repeat("x", limits.Default().RequestBytes)}}, codes.ResourceExhausted, "larger than max"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

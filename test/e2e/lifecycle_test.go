@@ -342,24 +342,8 @@ func TestStaleSource(t *testing.T) {
 	stuckPid, restartedPid := b.sources()["stuck"].Pid, b.sources()["restarted"].Pid
 	stuckStarts := len(stuck.starts()) // `validate` before the run starts it too
 
-	type entry struct {
-		sourceStatus
-		Stale      bool   `json:"stale"`
-		MaxSilence string `json:"max_silence"`
-		Connected  bool   `json:"connected"`
-	}
-	get := func() map[string]entry {
-		var out struct {
-			Sources []entry `json:"sources"`
-		}
-		b.getJSON("/debug/sources", &out)
-		m := map[string]entry{}
-		for _, s := range out.Sources {
-			m[s.Name] = s
-		}
-		return m
-	}
-	var at map[string]entry
+	get := b.sources
+	var at map[string]sourceStatus
 	eventually(t, 10*time.Second, "stuck to be marked stale", func() bool {
 		at = get()
 		return at["stuck"].Stale

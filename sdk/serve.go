@@ -52,6 +52,9 @@ func Serve(p Plugin) {
 		case <-sigterm:
 			why = "received SIGTERM"
 		case why = <-hostGone:
+			// Nobody reads stderr any more: a write to it must not kill
+			// the process (SIGPIPE) before the source has stopped.
+			signal.Ignore(syscall.SIGPIPE)
 		case <-stopWatch:
 			return
 		}

@@ -26,7 +26,7 @@ func NewSourceCollector(h *host.Host, agg *aggregator.Aggregator) *SourceCollect
 
 var (
 	connectedDesc = prometheus.NewDesc("xdsbridge_source_connected_state",
-		"1 while the source's plugin runs and its source is current: it reports connected, or reports nothing but has delivered its full state; 0 otherwise (the last state is being served).",
+		"1 while the source's plugin runs and its source is current: it is not stale, and it reports connected, or reports nothing but has delivered its full state; 0 otherwise (the last state is being served).",
 		[]string{"source"}, nil)
 	restartsDesc = prometheus.NewDesc("xdsbridge_plugin_restarts_total",
 		"Times the source's plugin was restarted after it crashed, hung or failed to start.",

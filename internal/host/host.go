@@ -136,7 +136,7 @@ func (h *Host) supervise(ctx context.Context, p Plugin) {
 		started := time.Now()
 		err := h.runOnce(ctx, p, logger)
 		if ctx.Err() != nil {
-			h.update(p.Name, func(s *Status) { s.State, s.Pid, s.Since = "stopped", 0, time.Now() })
+			h.update(p.Name, func(s *Status) { s.State, s.Pid, s.Since, s.Stale = "stopped", 0, time.Now(), false })
 			return
 		}
 		if time.Since(started) >= p.MaxBackoff {
@@ -146,6 +146,7 @@ func (h *Host) supervise(ctx context.Context, p Plugin) {
 		logger.Error("plugin stopped; restarting", "err", err, "in", wait.Round(time.Millisecond))
 		h.update(p.Name, func(s *Status) {
 			s.State, s.Pid, s.Since, s.LastError = "backoff", 0, time.Now(), err.Error()
+			s.Stale = false // it describes a running source; LastError says why it stopped
 			s.Restarts++
 		})
 		h.opts.Sink.Apply(p.Name, sdk.Update{Status: &sdk.Status{

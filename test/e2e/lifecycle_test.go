@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -218,9 +219,22 @@ func TestPluginsDieWithBridge(t *testing.T) {
 }
 
 // TestPluginsBridgeRestartLoop: 20 cycles of SIGKILL and start leave
-// exactly the last bridge's plugins running.
+// exactly the last bridge's plugins running, and a plugin process some
+// other host started is left alone all along.
 func TestPluginsBridgeRestartLoop(t *testing.T) {
 	const cycles = 20
+	// A decoy: a built-in plugin process, started (as a host would) by
+	// this test, not by any bridge.
+	decoy := exec.Command(bridgeBin, "plugin", "static")
+	decoy.Env = []string{"XDSBRIDGE_PLUGIN=c1f3a0c2-source-plugin", "PLUGIN_PROTOCOL_VERSIONS=1", "PLUGIN_MIN_PORT=10000", "PLUGIN_MAX_PORT=25000",
+		fmt.Sprintf("%s=%d", hostPIDEnv, os.Getpid()), "TMPDIR=" + t.TempDir()}
+	if err := decoy.Start(); err != nil {
+		t.Fatal(err)
+	}
+	decoyDone := make(chan error, 1)
+	go func() { decoyDone <- decoy.Wait() }()
+	t.Cleanup(func() { _ = decoy.Process.Kill(); <-decoyDone })
+
 	b := startBridge(t, map[string]string{
 		"clusters.yaml": clustersFile(map[string][]int{"a": {1001}}),
 		"plugins.yaml":  "plugins:\n  - name: one\n    type: static\n    config: {path: clusters.yaml}\n  - name: two\n    type: static\n    config: {path: clusters.yaml}\n",
@@ -251,6 +265,11 @@ func TestPluginsBridgeRestartLoop(t *testing.T) {
 	})
 	if len(got) != 2 {
 		t.Fatalf("after %d SIGKILL+start cycles, plugin processes:%s\nwant the 2 of the last bridge", cycles, cmdlines(got))
+	}
+	select {
+	case err := <-decoyDone:
+		t.Fatalf("a plugin process no bridge started ended during the restarts: %v", err)
+	default:
 	}
 }
 

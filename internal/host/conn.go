@@ -35,8 +35,8 @@ type Spec struct {
 	// SHA256, when set, is the expected checksum of Command[0]: a binary
 	// that does not match is not started.
 	SHA256 []byte
-	// Env is the plugin's whole environment (go-plugin adds its own
-	// handshake variables). Nil gives it an empty environment.
+	// Env is the plugin's whole environment, to which go-plugin adds its
+	// handshake variables and Start the host's pid (wire.EnvHostPID).
 	Env []string
 	// Config is the plugin's config block, as YAML.
 	Config []byte

@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"time"
 )
 
 // Source is a running discovery source.
@@ -35,6 +36,20 @@ import (
 // then stops the plugin process and starts a new one.
 type Source interface {
 	Run(ctx context.Context, up chan<- Update) error
+}
+
+// Liveness is implemented by a Source that promises to send something at
+// least once in every MaxSilence while it runs: data, a status change, or,
+// with nothing new to say, an Update whose Status repeats its current
+// status (the host counts it as progress and passes nothing on). Tie those
+// reports to the source's own progress, such as each answer or failure from
+// its registry, so that a Run that is stuck falls silent. The host marks a
+// source that stays silent longer as stale in /debug/sources and the
+// xdsbridge_source_stale metric, and restarts its plugin when plugins.yaml
+// sets restart_on_stale. A Source without Liveness may be silent forever.
+type Liveness interface {
+	// MaxSilence is called once, after Configure; 0 means no promise.
+	MaxSilence() time.Duration
 }
 
 // Plugin describes a plugin to Serve.

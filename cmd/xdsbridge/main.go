@@ -28,6 +28,12 @@ The default configuration file is plugins.yaml in the current directory.
 `
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "plugin" {
+		// A built-in plugin: sdk.Serve handles signals itself (SIGTERM
+		// stops the source and exits; SIGINT is ignored, so that Ctrl-C
+		// reaches the host, which stops its plugins).
+		os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()

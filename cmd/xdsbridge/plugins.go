@@ -62,6 +62,7 @@ func specs(cfg *config.Config) ([]host.Plugin, error) {
 			},
 			InitialBackoff: p.Restart.InitialBackoff,
 			MaxBackoff:     p.Restart.MaxBackoff,
+			RestartOnStale: p.RestartOnStale,
 		}
 		if p.Type != "" {
 			hp.Command = []string{self, "plugin", p.Type}

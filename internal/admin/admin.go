@@ -172,6 +172,14 @@ type source struct {
 	// connected, disconnected or unknown, with SourceReason.
 	SourceState  string `json:"source_state"`
 	SourceReason string `json:"source_reason"`
+	// MaxSilence is how long the source said it may go without sending
+	// anything, as a Go duration; "" when it made no promise.
+	MaxSilence string `json:"max_silence"`
+	// LastProgress is when the running source last sent anything (data,
+	// or a status showing it is alive); null while no plugin runs.
+	LastProgress *time.Time `json:"last_progress"`
+	// Stale is the xdsbridge_source_stale gauge.
+	Stale bool `json:"stale"`
 	// Connected is the xdsbridge_source_connected_state gauge.
 	Connected bool `json:"connected"`
 	FullState bool `json:"full_state_received"`
@@ -186,7 +194,14 @@ func (s *Server) sources(w http.ResponseWriter, _ *http.Request) {
 		src := source{
 			Name: st.Name, Plugin: st.Plugin, Version: st.Version, State: st.State, Since: st.Since, Pid: st.Pid,
 			Restarts: st.Restarts, LastError: st.LastError, SourceState: st.Source, SourceReason: st.SourceReason,
-			Connected: connected(st, a), FullState: a.Full, Clusters: a.Clusters,
+			Connected: connected(st, a), FullState: a.Full, Clusters: a.Clusters, Stale: st.Stale,
+		}
+		if st.MaxSilence > 0 {
+			src.MaxSilence = st.MaxSilence.String()
+		}
+		if !st.LastProgress.IsZero() {
+			t := st.LastProgress
+			src.LastProgress = &t
 		}
 		if !st.LastUpdate.IsZero() {
 			t := st.LastUpdate

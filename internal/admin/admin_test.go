@@ -82,7 +82,7 @@ func TestSources(t *testing.T) {
 	if len(out.Sources) != 2 {
 		t.Fatalf("sources = %v", out.Sources)
 	}
-	for _, key := range []string{"name", "state", "pid", "restarts", "last_error", "last_update", "source_state", "source_reason", "connected", "full_state_received", "clusters", "since"} {
+	for _, key := range []string{"name", "state", "pid", "restarts", "last_error", "last_update", "source_state", "source_reason", "connected", "full_state_received", "clusters", "since", "max_silence", "last_progress", "stale"} {
 		if _, ok := out.Sources[0][key]; !ok {
 			t.Errorf("source lacks %q: %v", key, out.Sources[0])
 		}
@@ -132,6 +132,7 @@ func TestMetricsAndPprof(t *testing.T) {
 		`xdsbridge_plugin_restarts_total{source="static"} 0`,
 		`xdsbridge_plugin_up{source="quiet"} 0`,
 		`xdsbridge_source_clusters{source="static"} 0`,
+		`xdsbridge_source_stale{source="static"} 0`,
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %q", want)

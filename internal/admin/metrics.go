@@ -26,7 +26,7 @@ func NewSourceCollector(h *host.Host, agg *aggregator.Aggregator) *SourceCollect
 
 var (
 	connectedDesc = prometheus.NewDesc("xdsbridge_source_connected_state",
-		"1 while the source's plugin runs and its source is current: it reports connected, or reports nothing but has delivered its full state; 0 otherwise (the last state is being served).",
+		"1 while the source's plugin runs and its source is current: it is not stale, and it reports connected, or reports nothing but has delivered its full state; 0 otherwise (the last state is being served).",
 		[]string{"source"}, nil)
 	restartsDesc = prometheus.NewDesc("xdsbridge_plugin_restarts_total",
 		"Times the source's plugin was restarted after it crashed, hung or failed to start.",
@@ -36,6 +36,9 @@ var (
 		[]string{"source"}, nil)
 	lastUpdateDesc = prometheus.NewDesc("xdsbridge_source_last_update_timestamp_seconds",
 		"When the source's plugin last sent data, as a Unix time; absent before it has.",
+		[]string{"source"}, nil)
+	staleDesc = prometheus.NewDesc("xdsbridge_source_stale",
+		"1 while the source's plugin runs but its source has sent nothing for longer than the max_silence it declared (see restart_on_stale); 0 otherwise, and always for a source that declared none.",
 		[]string{"source"}, nil)
 	clustersDesc = prometheus.NewDesc("xdsbridge_source_clusters",
 		"Clusters the source provides now.",
@@ -47,7 +50,7 @@ var (
 
 // Describe implements prometheus.Collector.
 func (c *SourceCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{connectedDesc, restartsDesc, upDesc, lastUpdateDesc, clustersDesc, rejectedDesc} {
+	for _, d := range []*prometheus.Desc{connectedDesc, restartsDesc, upDesc, lastUpdateDesc, staleDesc, clustersDesc, rejectedDesc} {
 		ch <- d
 	}
 }
@@ -60,6 +63,7 @@ func (c *SourceCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(connectedDesc, prometheus.GaugeValue, boolValue(connected(st, a)), st.Name)
 		ch <- prometheus.MustNewConstMetric(restartsDesc, prometheus.CounterValue, float64(st.Restarts), st.Name)
 		ch <- prometheus.MustNewConstMetric(upDesc, prometheus.GaugeValue, boolValue(st.State == "running"), st.Name)
+		ch <- prometheus.MustNewConstMetric(staleDesc, prometheus.GaugeValue, boolValue(st.Stale), st.Name)
 		ch <- prometheus.MustNewConstMetric(clustersDesc, prometheus.GaugeValue, float64(a.Clusters), st.Name)
 		if !st.LastUpdate.IsZero() {
 			ch <- prometheus.MustNewConstMetric(lastUpdateDesc, prometheus.GaugeValue, float64(st.LastUpdate.UnixNano())/1e9, st.Name)
@@ -71,10 +75,11 @@ func (c *SourceCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// connected reports whether a source is current: its plugin runs and it
-// says it is connected, or it says nothing but has sent its full state.
+// connected reports whether a source is current: its plugin runs, it is not
+// stale, and it says it is connected, or it says nothing but has sent its
+// full state.
 func connected(st host.Status, a aggregator.SourceStatus) bool {
-	if st.State != "running" {
+	if st.State != "running" || st.Stale {
 		return false
 	}
 	switch st.Source {

@@ -198,6 +198,11 @@ type Plugin struct {
 	SHA256 string
 	// Restart is how the host restarts the plugin when it dies or hangs.
 	Restart Restart
+	// RestartOnStale restarts the plugin when its source stays silent for
+	// longer than the max_silence it declared (a Run that is stuck while
+	// the process still answers health checks). Default false: a stale
+	// source is only reported, in /debug/sources and xdsbridge_source_stale.
+	RestartOnStale bool
 	// Config is the plugin's `config` block re-encoded as YAML, with anchors
 	// and merge keys resolved; the plugin decodes it. Nil when absent.
 	Config []byte

@@ -120,6 +120,7 @@ type pluginView struct {
 	SHA256         string
 	InitialBackoff string
 	MaxBackoff     string
+	RestartOnStale bool `json:",omitempty"`
 	Config         *string
 	Line           int
 }
@@ -149,7 +150,7 @@ func render(c *Config) string {
 		pv := pluginView{
 			Name: p.Name, Type: p.Type, Command: p.Command, SHA256: p.SHA256,
 			InitialBackoff: p.Restart.InitialBackoff.String(), MaxBackoff: p.Restart.MaxBackoff.String(),
-			Line: p.Line,
+			RestartOnStale: p.RestartOnStale, Line: p.Line,
 		}
 		if p.Config != nil {
 			s := string(p.Config)

@@ -679,7 +679,7 @@ func (p *parser) plugin(path string, line int, n *yaml.Node) (Plugin, int, bool)
 	pl := Plugin{Line: line, Restart: DefaultRestart()}
 	nerrs := len(p.errs)
 	var nameKey, typeKey, cmdKey, shaKey *yaml.Node
-	known := []string{"name", "type", "command", "sha256", "restart", "config"}
+	known := []string{"name", "type", "command", "sha256", "restart", "restart_on_stale", "config"}
 	p.fields(path, nil, n, known, func(name string, k, v *yaml.Node) {
 		kpath := path + "." + name
 		switch name {
@@ -717,6 +717,10 @@ func (p *parser) plugin(path string, line int, n *yaml.Node) (Plugin, int, bool)
 			}
 		case "restart":
 			p.restart(kpath, k, v, &pl.Restart)
+		case "restart_on_stale":
+			if b, ok := p.boolean(kpath, k, v); ok {
+				pl.RestartOnStale = b
+			}
 		case "config":
 			pl.configLine = k.Line
 			v = yamlnode.Resolve(v)

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"os/exec"
 	"slices"
 	"strings"
@@ -34,8 +35,8 @@ type Spec struct {
 	// SHA256, when set, is the expected checksum of Command[0]: a binary
 	// that does not match is not started.
 	SHA256 []byte
-	// Env is the plugin's whole environment (go-plugin adds its own
-	// handshake variables). Nil gives it an empty environment.
+	// Env is the plugin's whole environment, to which go-plugin adds its
+	// handshake variables and Start the host's pid (wire.EnvHostPID).
 	Env []string
 	// Config is the plugin's config block, as YAML.
 	Config []byte
@@ -49,6 +50,8 @@ type Conn struct {
 	client *plugin.Client
 	rpc    sourcev1.SourceClient
 	info   *sourcev1.InfoResponse
+	// maxSilence is what the last applied Configure declared.
+	maxSilence time.Duration
 }
 
 // Start launches the plugin, completes the handshake (with AutoMTLS), and
@@ -58,10 +61,8 @@ func Start(ctx context.Context, spec Spec, logger *slog.Logger) (*Conn, error) {
 		return nil, fmt.Errorf("plugin %q: no command", spec.Name)
 	}
 	cmd := exec.Command(spec.Command[0], spec.Command[1:]...)
-	cmd.Env = spec.Env
-	if cmd.Env == nil {
-		cmd.Env = []string{}
-	}
+	cmd.Env = append(slices.Clip(spec.Env), fmt.Sprintf("%s=%d", wire.EnvHostPID, os.Getpid()))
+	setParentDeathSignal(cmd)
 	stderr := &tailBuffer{max: 2048}
 	cfg := &plugin.ClientConfig{
 		HandshakeConfig:  wire.Handshake,
@@ -148,8 +149,15 @@ func (c *Conn) Configure(ctx context.Context, validateOnly bool) ([]sdk.FieldErr
 	for _, e := range resp.GetErrors() {
 		out = append(out, sdk.FieldError{Path: e.GetPath(), Message: e.GetMessage(), File: e.GetFile(), Line: int(e.GetLine())})
 	}
+	if !validateOnly && len(out) == 0 {
+		c.maxSilence = max(resp.GetMaxSilence().AsDuration(), 0)
+	}
 	return out, nil
 }
+
+// MaxSilence is how long the configured source may go without sending
+// anything (ConfigureResponse.max_silence); 0 means forever.
+func (c *Conn) MaxSilence() time.Duration { return c.maxSilence }
 
 // Watch streams the plugin's updates to fn, one complete update at a time,
 // until ctx ends or the stream fails. It returns nil only when ctx ended.

@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/xdsbridge/xdsbridge/sdk"
@@ -30,6 +31,10 @@ type Plugin struct {
 	// InitialBackoff once the plugin has run for MaxBackoff.
 	InitialBackoff time.Duration
 	MaxBackoff     time.Duration
+	// RestartOnStale restarts the plugin, as after a crash, when its source
+	// stays silent for longer than the max_silence it declared. Otherwise a
+	// stale source is only reported (Status.Stale).
+	RestartOnStale bool
 }
 
 // Options configure a Host.
@@ -69,6 +74,15 @@ type Status struct {
 	// Source is the state the plugin reports for its registry.
 	Source       string `json:"source_state"`
 	SourceReason string `json:"source_reason,omitempty"`
+	// MaxSilence is how long the running source said it may go without
+	// sending anything; 0 means forever (it is never stale).
+	MaxSilence time.Duration `json:"max_silence,omitempty"`
+	// LastProgress is when the running source last sent anything: data,
+	// a status, or a status repeated to show it is alive.
+	LastProgress time.Time `json:"last_progress,omitzero"`
+	// Stale is set while the running source has been silent for longer
+	// than MaxSilence.
+	Stale bool `json:"stale"`
 }
 
 // New returns a Host for plugins. Call Run to start them.
@@ -122,7 +136,7 @@ func (h *Host) supervise(ctx context.Context, p Plugin) {
 		started := time.Now()
 		err := h.runOnce(ctx, p, logger)
 		if ctx.Err() != nil {
-			h.update(p.Name, func(s *Status) { s.State, s.Pid, s.Since = "stopped", 0, time.Now() })
+			h.update(p.Name, func(s *Status) { s.State, s.Pid, s.Since, s.Stale = "stopped", 0, time.Now(), false })
 			return
 		}
 		if time.Since(started) >= p.MaxBackoff {
@@ -132,6 +146,7 @@ func (h *Host) supervise(ctx context.Context, p Plugin) {
 		logger.Error("plugin stopped; restarting", "err", err, "in", wait.Round(time.Millisecond))
 		h.update(p.Name, func(s *Status) {
 			s.State, s.Pid, s.Since, s.LastError = "backoff", 0, time.Now(), err.Error()
+			s.Stale = false // it describes a running source; LastError says why it stopped
 			s.Restarts++
 		})
 		h.opts.Sink.Apply(p.Name, sdk.Update{Status: &sdk.Status{
@@ -156,7 +171,10 @@ func jitter(d time.Duration) time.Duration {
 
 // runOnce runs the plugin until it fails or ctx ends.
 func (h *Host) runOnce(ctx context.Context, p Plugin, logger *slog.Logger) error {
-	h.update(p.Name, func(s *Status) { s.State, s.Since = "starting", time.Now() })
+	h.update(p.Name, func(s *Status) {
+		s.State, s.Since = "starting", time.Now()
+		s.MaxSilence, s.LastProgress, s.Stale = 0, time.Time{}, false
+	})
 	conn, err := Start(ctx, p.Spec, logger)
 	if err != nil {
 		return err
@@ -177,25 +195,50 @@ func (h *Host) runOnce(ctx context.Context, p Plugin, logger *slog.Logger) error
 		}
 		return fmt.Errorf("configuration rejected: %s", strings.Join(msgs, "; "))
 	}
-	h.update(p.Name, func(s *Status) { s.State, s.Since = "running", time.Now() })
-	logger.Info("plugin running", "plugin", info.GetName(), "version", info.GetVersion(), "pid", conn.Pid())
+	maxSilence := conn.MaxSilence()
+	var progress atomic.Int64 // Unix nanoseconds of the last message
+	now := time.Now()
+	progress.Store(now.UnixNano())
+	h.update(p.Name, func(s *Status) {
+		s.State, s.Since = "running", now
+		s.MaxSilence, s.LastProgress = maxSilence, now
+	})
+	logger.Info("plugin running", "plugin", info.GetName(), "version", info.GetVersion(), "pid", conn.Pid(), "max_silence", maxSilence)
 
 	ctx, cancel := context.WithCancelCause(ctx)
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel(nil)
 	wg.Go(func() { h.watchdog(ctx, conn, cancel) })
+	if maxSilence > 0 {
+		wg.Go(func() { h.liveness(ctx, p, logger, conn, maxSilence, &progress, cancel) })
+	}
 
+	var status *sdk.Status // the last status the plugin sent in this run
 	err = conn.Watch(ctx, func(u sdk.Update) {
 		now := time.Now()
+		progress.Store(now.UnixNano())
+		data := u.Full || len(u.Clusters)+len(u.RemovedClusters)+len(u.Resources)+len(u.RemovedResources) > 0
+		var wasStale bool
 		h.update(p.Name, func(s *Status) {
-			if u.Full || len(u.Clusters)+len(u.RemovedClusters)+len(u.Resources)+len(u.RemovedResources) > 0 {
+			if data {
 				s.LastUpdate = now
 			}
 			if u.Status != nil {
 				s.Source, s.SourceReason = u.Status.State.String(), u.Status.Reason
 			}
+			s.LastProgress, wasStale, s.Stale = now, s.Stale, false
 		})
+		if wasStale {
+			logger.Info("source sends again; no longer stale")
+		}
+		if !data && (u.Status == nil || (status != nil && *u.Status == *status)) {
+			return // a heartbeat: progress, and nothing for the aggregator
+		}
+		if u.Status != nil {
+			st := *u.Status
+			status = &st
+		}
 		h.opts.Sink.Apply(p.Name, u)
 	})
 	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
@@ -242,6 +285,43 @@ func (h *Host) watchdog(ctx context.Context, conn *Conn, cancel context.CancelCa
 			<-done
 			return
 		}
+	}
+}
+
+// errStale is the cause given when a source outstays its max_silence and
+// its plugin is restarted for it.
+var errStale = errors.New("source stale")
+
+// liveness marks the source stale once it has sent nothing for longer than
+// maxSilence, and with RestartOnStale ends the run so that the plugin is
+// restarted. It catches what the health check cannot: a process that
+// answers pings while its source's Run is stuck.
+func (h *Host) liveness(ctx context.Context, p Plugin, logger *slog.Logger, conn *Conn, maxSilence time.Duration, progress *atomic.Int64, cancel context.CancelCauseFunc) {
+	tick := time.NewTicker(max(maxSilence/10, 10*time.Millisecond))
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		silent := time.Since(time.Unix(0, progress.Load()))
+		if silent <= maxSilence {
+			continue
+		}
+		var was bool
+		h.update(p.Name, func(s *Status) { was, s.Stale = s.Stale, true })
+		if !p.RestartOnStale {
+			if !was {
+				logger.Warn("source is stale: its plugin runs but has sent nothing for longer than it promised; set restart_on_stale to restart it",
+					"silent", silent.Round(time.Millisecond), "max_silence", maxSilence)
+			}
+			continue
+		}
+		cancel(fmt.Errorf("%w: sent nothing for %v, over its max_silence %v; restarting it (restart_on_stale)",
+			errStale, silent.Round(time.Millisecond), maxSilence))
+		conn.Kill()
+		return
 	}
 }
 

@@ -28,6 +28,12 @@ var Handshake = plugin.HandshakeConfig{
 	MagicCookieValue: "c1f3a0c2-source-plugin",
 }
 
+// EnvHostPID names the environment variable in which the host passes its
+// process id to every plugin it starts. A plugin whose host is gone (the
+// process with that id no longer exists, or the plugin's parent changed)
+// stops its source and exits.
+const EnvHostPID = "XDSBRIDGE_PLUGIN_HOST_PID"
+
 // MaxMessageSize bounds one gRPC message between host and plugin. Updates
 // larger than ChunkSize are split into several messages (Update.more).
 const (

@@ -52,6 +52,7 @@ type runner struct {
 
 	failing  map[string]failEvent // failing queries by key
 	status   sdk.Status           // last sent
+	lastSent time.Time            // when anything was last sent
 	needFull bool                 // the next data update must be a full state
 	sentFull bool                 // a full state went out
 
@@ -451,6 +452,9 @@ func (r *runner) settle(ctx context.Context) bool {
 		return true // Connected goes out with the full state
 	}
 	if want == r.status {
+		if r.sentFull && time.Since(r.lastSent) >= r.s.heartbeatEvery() {
+			return r.send(ctx, sdk.Update{Status: &want}) // progress: see MaxSilence
+		}
 		return true
 	}
 	r.logStatus(want)
@@ -615,6 +619,7 @@ func (r *runner) clusterName(service string) string {
 func (r *runner) send(ctx context.Context, u sdk.Update) bool {
 	select {
 	case r.up <- u:
+		r.lastSent = time.Now()
 		return true
 	case <-ctx.Done():
 		return false

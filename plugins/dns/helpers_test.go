@@ -136,12 +136,22 @@ func (h *harness) waitFor(what string, cond func(v *view) bool) int {
 }
 
 // quiet fails if an update arrives within d.
+// A status repeated unchanged is a heartbeat (see Source.MaxSilence), not
+// an update.
 func (h *harness) quiet(d time.Duration) {
 	h.t.Helper()
-	select {
-	case u := <-h.up:
-		h.t.Fatalf("unexpected update %+v", u)
-	case <-time.After(d):
+	deadline := time.After(d)
+	for {
+		select {
+		case u := <-h.up:
+			if !u.Full && len(u.Clusters)+len(u.RemovedClusters) == 0 && u.Status != nil && *u.Status == h.view.status {
+				h.apply(u)
+				continue
+			}
+			h.t.Fatalf("unexpected update %+v", u)
+		case <-deadline:
+			return
+		}
 	}
 }
 

@@ -157,6 +157,7 @@ func (s *Source) Run(ctx context.Context, up chan<- sdk.Update) error {
 	}
 
 	st := newState(s.log, s.names)
+	var lastSent time.Time
 	for {
 		var out chan<- sdk.Update
 		next, ok := st.pending()
@@ -168,8 +169,10 @@ func (s *Source) Run(ctx context.Context, up chan<- sdk.Update) error {
 			return nil
 		case r := <-results:
 			st.apply(r)
+			st.beat = st.fullSent && time.Since(lastSent) >= s.heartbeatEvery()
 		case out <- next:
 			st.sent(next)
+			lastSent = time.Now()
 		}
 	}
 }
@@ -245,6 +248,7 @@ type state struct {
 	byName   map[string]int // cluster name → index in names
 	fullSent bool
 	status   *sdk.Status // last status sent, nil before the first
+	beat     bool        // repeat the status: progress, see MaxSilence
 }
 
 type entry struct {
@@ -344,7 +348,7 @@ func (st *state) pending() (sdk.Update, bool) {
 		}
 	}
 	slices.SortFunc(u.Clusters, func(a, b sdk.Cluster) int { return strings.Compare(a.Name, b.Name) })
-	if st.status == nil || *st.status != status {
+	if st.status == nil || *st.status != status || st.beat {
 		u.Status = &status
 	}
 	return u, u.Full || len(u.Clusters) > 0 || u.Status != nil
@@ -363,6 +367,7 @@ func (st *state) sent(u sdk.Update) {
 		s := *u.Status
 		st.status = &s
 	}
+	st.beat = false
 }
 
 func endpointsEqual(a, b []sdk.Endpoint) bool {

@@ -38,6 +38,10 @@ const CancelGrace = 5 * time.Second
 //   - run_returns_on_cancel: after the host cancels the Watch stream,
 //     Source.Run returns within CancelGrace (a second Watch is then
 //     accepted);
+//   - liveness: a source that makes a liveness promise (sdk.Liveness)
+//     sends something within MaxSilence, three times in a row after its
+//     full state; checked when MaxSilence is no longer than opts.Timeout
+//     (configure short periods for the test), logged as unchecked otherwise;
 //   - bad_config: each of bad is rejected, by a ValidateOnly Configure with
 //     at least one error that says where (see BadConfig.WantPath), and by a
 //     real Configure too.
@@ -49,6 +53,7 @@ func Conformance(t *testing.T, opts Options, bad ...BadConfig) {
 	t.Run("validate_only", func(t *testing.T) { checkValidateOnly(t, opts) })
 	t.Run("first_update", func(t *testing.T) { checkFirstUpdate(t, opts) })
 	t.Run("run_returns_on_cancel", func(t *testing.T) { checkCancel(t, opts, CancelGrace) })
+	t.Run("liveness", func(t *testing.T) { checkLiveness(t, opts) })
 	if len(bad) == 0 {
 		return
 	}
@@ -78,6 +83,35 @@ func checkFirstUpdate(t testing.TB, opts Options) {
 	u := p.NextData(t, 0)
 	if !u.Full {
 		t.Errorf("sdktest: the first update with data is a change set; want a full state first")
+	}
+}
+
+// checkLiveness checks that a source keeps the liveness promise it made.
+func checkLiveness(t testing.TB, opts Options) {
+	t.Helper()
+	p := Start(t, opts)
+	p.NextData(t, 0)
+	d := p.MaxSilence()
+	switch {
+	case d <= 0:
+		return // no promise: it may be silent forever
+	case d > p.opts.Timeout:
+		t.Logf("sdktest: liveness not checked: MaxSilence %s is longer than Options.Timeout %s", d, p.opts.Timeout)
+		return
+	}
+	for i := range 3 {
+		timer := time.NewTimer(d)
+		select {
+		case u := <-p.updates:
+			timer.Stop()
+			p.apply(t, u)
+		case <-p.done:
+			timer.Stop()
+			t.Fatalf("sdktest: %v", p.endErr())
+		case <-timer.C:
+			t.Fatalf("sdktest: the source promised to send something within every %s (sdk.Liveness) but was silent for %s (report %d of 3 after its full state); with nothing new, repeat the status",
+				d, d, i+1)
+		}
 	}
 }
 

@@ -193,6 +193,10 @@ func checkInfo(name, version string) error {
 	return errors.Join(errs...)
 }
 
+// MaxSilence is the liveness promise the plugin's source made when it was
+// configured (sdk.Liveness); 0 when it made none.
+func (p *Plugin) MaxSilence() time.Duration { return p.conn.MaxSilence() }
+
 // Info returns the name and version the plugin reported.
 func (p *Plugin) Info() (name, version string) {
 	info := p.conn.Info()

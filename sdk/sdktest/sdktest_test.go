@@ -63,6 +63,10 @@ func TestKit(t *testing.T) {
 		)
 	})
 
+	t.Run("liveness kept", func(t *testing.T) {
+		checkLiveness(t, opts(goodConfig+"max_silence: 300ms\nbeat: 50ms\n"))
+	})
+
 	t.Run("scenario", func(t *testing.T) {
 		p := Start(t, opts(goodConfig))
 		if name, version := p.Info(); name != "testplugin" || version != "1.0.0" {
@@ -202,6 +206,11 @@ func TestKit(t *testing.T) {
 			name: "run ignores cancel",
 			run:  func(tb testing.TB) { checkCancel(tb, opts(goodConfig+"ignore_cancel: true\n"), 500*time.Millisecond) },
 			want: "Source.Run did not return within 500ms",
+		},
+		{
+			name: "liveness promise broken",
+			run:  func(tb testing.TB) { checkLiveness(tb, opts(goodConfig+"max_silence: 300ms\n")) },
+			want: "promised to send something within every 300ms",
 		},
 		{
 			name: "validate-only rejects good config",

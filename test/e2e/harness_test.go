@@ -219,6 +219,9 @@ type sourceStatus struct {
 	SourceState string `json:"source_state"`
 	Reason      string `json:"source_reason"`
 	LastError   string `json:"last_error"`
+	Connected   bool   `json:"connected"`
+	Stale       bool   `json:"stale"`
+	MaxSilence  string `json:"max_silence"`
 }
 
 func (b *bridge) sources() map[string]sourceStatus {

@@ -6,7 +6,7 @@
 // Watch stream open for as long as the plugin runs.
 //
 // Versioning happens at two levels:
-//   - the go-plugin handshake protocol version (see sdk/internal/wire), which
+//   - the go-plugin handshake protocol version (see internal/wire), which
 //     changes only when this service changes incompatibly;
 //   - api_versions in Info, which lets a newer host talk to older plugins.
 // This file is API version 1.
@@ -23,6 +23,7 @@ import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	anypb "google.golang.org/protobuf/types/known/anypb"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	structpb "google.golang.org/protobuf/types/known/structpb"
 	reflect "reflect"
 	sync "sync"
@@ -334,8 +335,16 @@ func (x *ConfigureRequest) GetValidateOnly() bool {
 }
 
 type ConfigureResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Errors        []*FieldError          `protobuf:"bytes,1,rep,name=errors,proto3" json:"errors,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Errors []*FieldError          `protobuf:"bytes,1,rep,name=errors,proto3" json:"errors,omitempty"`
+	// max_silence: the longest the source may go without sending a message
+	// on its Watch stream while it works. A source that declares it sends at
+	// least one message (a status-only Update repeating its current status
+	// will do) within every max_silence; the host marks a source that stays
+	// silent longer as stale, and restarts its plugin when plugins.yaml says
+	// restart_on_stale. Unset or zero: the source may be silent forever.
+	// Ignored for validate_only.
+	MaxSilence    *durationpb.Duration `protobuf:"bytes,2,opt,name=max_silence,json=maxSilence,proto3" json:"max_silence,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -373,6 +382,13 @@ func (*ConfigureResponse) Descriptor() ([]byte, []int) {
 func (x *ConfigureResponse) GetErrors() []*FieldError {
 	if x != nil {
 		return x.Errors
+	}
+	return nil
+}
+
+func (x *ConfigureResponse) GetMaxSilence() *durationpb.Duration {
+	if x != nil {
+		return x.MaxSilence
 	}
 	return nil
 }
@@ -502,7 +518,9 @@ type Update struct {
 	// Envoy-native resources (listeners, routes) served as they are.
 	Resources        []*Resource    `protobuf:"bytes,5,rep,name=resources,proto3" json:"resources,omitempty"`
 	RemovedResources []*ResourceRef `protobuf:"bytes,6,rep,name=removed_resources,json=removedResources,proto3" json:"removed_resources,omitempty"`
-	// In-band source status; unset means unchanged.
+	// In-band source status; unset means unchanged. Every message counts as
+	// progress for liveness (ConfigureResponse.max_silence): a source with
+	// nothing new to say repeats its current status.
 	Status *Status `protobuf:"bytes,7,opt,name=status,proto3" json:"status,omitempty"`
 	// continues_cluster: the first cluster of this message carries more
 	// endpoints of the last cluster of the previous message (a cluster too
@@ -979,7 +997,7 @@ var File_source_v1_source_proto protoreflect.FileDescriptor
 
 const file_source_v1_source_proto_rawDesc = "" +
 	"\n" +
-	"\x16source/v1/source.proto\x12\x13xdsbridge.source.v1\x1a\x19google/protobuf/any.proto\x1a\x1cgoogle/protobuf/struct.proto\"\r\n" +
+	"\x16source/v1/source.proto\x12\x13xdsbridge.source.v1\x1a\x19google/protobuf/any.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\"\r\n" +
 	"\vInfoRequest\"\x83\x01\n" +
 	"\fInfoResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
@@ -992,9 +1010,11 @@ const file_source_v1_source_proto_rawDesc = "" +
 	"\vapi_version\x18\x03 \x01(\rR\n" +
 	"apiVersion\x12\x19\n" +
 	"\bbase_dir\x18\x04 \x01(\tR\abaseDir\x12#\n" +
-	"\rvalidate_only\x18\x05 \x01(\bR\fvalidateOnly\"L\n" +
+	"\rvalidate_only\x18\x05 \x01(\bR\fvalidateOnly\"\x88\x01\n" +
 	"\x11ConfigureResponse\x127\n" +
-	"\x06errors\x18\x01 \x03(\v2\x1f.xdsbridge.source.v1.FieldErrorR\x06errors\"b\n" +
+	"\x06errors\x18\x01 \x03(\v2\x1f.xdsbridge.source.v1.FieldErrorR\x06errors\x12:\n" +
+	"\vmax_silence\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\n" +
+	"maxSilence\"b\n" +
 	"\n" +
 	"FieldError\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x18\n" +
@@ -1066,47 +1086,49 @@ func file_source_v1_source_proto_rawDescGZIP() []byte {
 var file_source_v1_source_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
 var file_source_v1_source_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_source_v1_source_proto_goTypes = []any{
-	(Health)(0),               // 0: xdsbridge.source.v1.Health
-	(Status_State)(0),         // 1: xdsbridge.source.v1.Status.State
-	(*InfoRequest)(nil),       // 2: xdsbridge.source.v1.InfoRequest
-	(*InfoResponse)(nil),      // 3: xdsbridge.source.v1.InfoResponse
-	(*ConfigureRequest)(nil),  // 4: xdsbridge.source.v1.ConfigureRequest
-	(*ConfigureResponse)(nil), // 5: xdsbridge.source.v1.ConfigureResponse
-	(*FieldError)(nil),        // 6: xdsbridge.source.v1.FieldError
-	(*WatchRequest)(nil),      // 7: xdsbridge.source.v1.WatchRequest
-	(*Update)(nil),            // 8: xdsbridge.source.v1.Update
-	(*Status)(nil),            // 9: xdsbridge.source.v1.Status
-	(*Cluster)(nil),           // 10: xdsbridge.source.v1.Cluster
-	(*Endpoint)(nil),          // 11: xdsbridge.source.v1.Endpoint
-	(*Locality)(nil),          // 12: xdsbridge.source.v1.Locality
-	(*Resource)(nil),          // 13: xdsbridge.source.v1.Resource
-	(*ResourceRef)(nil),       // 14: xdsbridge.source.v1.ResourceRef
-	(*structpb.Struct)(nil),   // 15: google.protobuf.Struct
-	(*anypb.Any)(nil),         // 16: google.protobuf.Any
+	(Health)(0),                 // 0: xdsbridge.source.v1.Health
+	(Status_State)(0),           // 1: xdsbridge.source.v1.Status.State
+	(*InfoRequest)(nil),         // 2: xdsbridge.source.v1.InfoRequest
+	(*InfoResponse)(nil),        // 3: xdsbridge.source.v1.InfoResponse
+	(*ConfigureRequest)(nil),    // 4: xdsbridge.source.v1.ConfigureRequest
+	(*ConfigureResponse)(nil),   // 5: xdsbridge.source.v1.ConfigureResponse
+	(*FieldError)(nil),          // 6: xdsbridge.source.v1.FieldError
+	(*WatchRequest)(nil),        // 7: xdsbridge.source.v1.WatchRequest
+	(*Update)(nil),              // 8: xdsbridge.source.v1.Update
+	(*Status)(nil),              // 9: xdsbridge.source.v1.Status
+	(*Cluster)(nil),             // 10: xdsbridge.source.v1.Cluster
+	(*Endpoint)(nil),            // 11: xdsbridge.source.v1.Endpoint
+	(*Locality)(nil),            // 12: xdsbridge.source.v1.Locality
+	(*Resource)(nil),            // 13: xdsbridge.source.v1.Resource
+	(*ResourceRef)(nil),         // 14: xdsbridge.source.v1.ResourceRef
+	(*durationpb.Duration)(nil), // 15: google.protobuf.Duration
+	(*structpb.Struct)(nil),     // 16: google.protobuf.Struct
+	(*anypb.Any)(nil),           // 17: google.protobuf.Any
 }
 var file_source_v1_source_proto_depIdxs = []int32{
 	6,  // 0: xdsbridge.source.v1.ConfigureResponse.errors:type_name -> xdsbridge.source.v1.FieldError
-	10, // 1: xdsbridge.source.v1.Update.clusters:type_name -> xdsbridge.source.v1.Cluster
-	13, // 2: xdsbridge.source.v1.Update.resources:type_name -> xdsbridge.source.v1.Resource
-	14, // 3: xdsbridge.source.v1.Update.removed_resources:type_name -> xdsbridge.source.v1.ResourceRef
-	9,  // 4: xdsbridge.source.v1.Update.status:type_name -> xdsbridge.source.v1.Status
-	1,  // 5: xdsbridge.source.v1.Status.state:type_name -> xdsbridge.source.v1.Status.State
-	11, // 6: xdsbridge.source.v1.Cluster.endpoints:type_name -> xdsbridge.source.v1.Endpoint
-	0,  // 7: xdsbridge.source.v1.Endpoint.health:type_name -> xdsbridge.source.v1.Health
-	12, // 8: xdsbridge.source.v1.Endpoint.locality:type_name -> xdsbridge.source.v1.Locality
-	15, // 9: xdsbridge.source.v1.Endpoint.metadata:type_name -> google.protobuf.Struct
-	16, // 10: xdsbridge.source.v1.Resource.resource:type_name -> google.protobuf.Any
-	2,  // 11: xdsbridge.source.v1.Source.Info:input_type -> xdsbridge.source.v1.InfoRequest
-	4,  // 12: xdsbridge.source.v1.Source.Configure:input_type -> xdsbridge.source.v1.ConfigureRequest
-	7,  // 13: xdsbridge.source.v1.Source.Watch:input_type -> xdsbridge.source.v1.WatchRequest
-	3,  // 14: xdsbridge.source.v1.Source.Info:output_type -> xdsbridge.source.v1.InfoResponse
-	5,  // 15: xdsbridge.source.v1.Source.Configure:output_type -> xdsbridge.source.v1.ConfigureResponse
-	8,  // 16: xdsbridge.source.v1.Source.Watch:output_type -> xdsbridge.source.v1.Update
-	14, // [14:17] is the sub-list for method output_type
-	11, // [11:14] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	15, // 1: xdsbridge.source.v1.ConfigureResponse.max_silence:type_name -> google.protobuf.Duration
+	10, // 2: xdsbridge.source.v1.Update.clusters:type_name -> xdsbridge.source.v1.Cluster
+	13, // 3: xdsbridge.source.v1.Update.resources:type_name -> xdsbridge.source.v1.Resource
+	14, // 4: xdsbridge.source.v1.Update.removed_resources:type_name -> xdsbridge.source.v1.ResourceRef
+	9,  // 5: xdsbridge.source.v1.Update.status:type_name -> xdsbridge.source.v1.Status
+	1,  // 6: xdsbridge.source.v1.Status.state:type_name -> xdsbridge.source.v1.Status.State
+	11, // 7: xdsbridge.source.v1.Cluster.endpoints:type_name -> xdsbridge.source.v1.Endpoint
+	0,  // 8: xdsbridge.source.v1.Endpoint.health:type_name -> xdsbridge.source.v1.Health
+	12, // 9: xdsbridge.source.v1.Endpoint.locality:type_name -> xdsbridge.source.v1.Locality
+	16, // 10: xdsbridge.source.v1.Endpoint.metadata:type_name -> google.protobuf.Struct
+	17, // 11: xdsbridge.source.v1.Resource.resource:type_name -> google.protobuf.Any
+	2,  // 12: xdsbridge.source.v1.Source.Info:input_type -> xdsbridge.source.v1.InfoRequest
+	4,  // 13: xdsbridge.source.v1.Source.Configure:input_type -> xdsbridge.source.v1.ConfigureRequest
+	7,  // 14: xdsbridge.source.v1.Source.Watch:input_type -> xdsbridge.source.v1.WatchRequest
+	3,  // 15: xdsbridge.source.v1.Source.Info:output_type -> xdsbridge.source.v1.InfoResponse
+	5,  // 16: xdsbridge.source.v1.Source.Configure:output_type -> xdsbridge.source.v1.ConfigureResponse
+	8,  // 17: xdsbridge.source.v1.Source.Watch:output_type -> xdsbridge.source.v1.Update
+	15, // [15:18] is the sub-list for method output_type
+	12, // [12:15] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_source_v1_source_proto_init() }

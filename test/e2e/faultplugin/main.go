@@ -19,6 +19,11 @@
 //
 //	faultplugin [-mode serve|sdk|exit|handshake|apiversion|reject]
 //	            [-script FILE] [-startlog FILE] [-reason TEXT]
+//	            [-max-silence DURATION]
+//
+// -max-silence is declared to the host as the source's liveness promise
+// (ConfigureResponse.max_silence); with a "block" step the source then
+// breaks it.
 //
 // Modes other than serve and sdk fail at start-up:
 //
@@ -51,6 +56,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/xdsbridge/xdsbridge/internal/wire"
 	sourcev1 "github.com/xdsbridge/xdsbridge/proto/source/v1"
@@ -87,6 +93,9 @@ type Step struct {
 	// End ends the watch stream: "ok" cleanly, anything else as a gRPC
 	// error with that message.
 	End string `json:"end,omitempty"`
+	// Block blocks the watch forever, deaf to cancellation: a Run that
+	// deadlocked while the process still answers health checks.
+	Block bool `json:"block,omitempty"`
 }
 
 // RawAny is an Envoy resource as a type URL and bytes (base64 in JSON).
@@ -110,6 +119,7 @@ func main() {
 	script := flag.String("script", "", "file of JSON-lines steps")
 	startlog := flag.String("startlog", "", "file to append a line to at each start")
 	reason := flag.String("reason", "faultplugin told to fail", "message for -mode exit")
+	maxSilence := flag.Duration("max-silence", 0, "liveness promise declared to the host (0: none)")
 	flag.Parse()
 
 	gen := 0
@@ -120,7 +130,7 @@ func main() {
 			os.Exit(2)
 		}
 	}
-	r := &runner{script: *script, gen: gen}
+	r := &runner{script: *script, gen: gen, maxSilence: *maxSilence}
 	switch *mode {
 	case "serve", "apiversion", "reject":
 		serveRaw(&server{runner: r, mode: *mode})
@@ -204,7 +214,11 @@ func (s *server) Configure(_ context.Context, req *sourcev1.ConfigureRequest) (*
 	if s.mode == "reject" {
 		return &sourcev1.ConfigureResponse{Errors: []*sourcev1.FieldError{{Path: "mode", Message: "faultplugin rejects every configuration"}}}, nil
 	}
-	return &sourcev1.ConfigureResponse{}, nil
+	resp := &sourcev1.ConfigureResponse{}
+	if s.runner.maxSilence > 0 {
+		resp.MaxSilence = durationpb.New(s.runner.maxSilence)
+	}
+	return resp, nil
 }
 
 func (s *server) Watch(_ *sourcev1.WatchRequest, stream grpc.ServerStreamingServer[sourcev1.Update]) error {
@@ -250,8 +264,9 @@ func (e endStream) Error() string { return "end: " + string(e) }
 
 // runner runs a script.
 type runner struct {
-	script string
-	gen    int
+	script     string
+	gen        int
+	maxSilence time.Duration
 }
 
 // run executes the script's steps in order, then follows the file for
@@ -355,6 +370,8 @@ func (r *runner) do(ctx context.Context, st Step, out emitter) error {
 		return syscall.Kill(os.Getpid(), syscall.SIGSTOP)
 	case st.End != "":
 		return endStream(st.End)
+	case st.Block:
+		select {} // deadlocked: only the host's kill ends it
 	}
 	return nil
 }
@@ -392,6 +409,9 @@ func serveSDK(r *runner) {
 }
 
 type sdkSource struct{ r *runner }
+
+// MaxSilence implements sdk.Liveness.
+func (s sdkSource) MaxSilence() time.Duration { return s.r.maxSilence }
 
 func (s sdkSource) Run(ctx context.Context, up chan<- sdk.Update) error {
 	err := s.r.run(ctx, sdkEmitter{ctx, up})

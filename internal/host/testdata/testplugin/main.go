@@ -13,14 +13,22 @@ import (
 )
 
 type config struct {
-	// Mode: serve (default), exit_after_first, stop_after_first.
+	// Mode: serve (default), exit_after_first, stop_after_first,
+	// block_after_first (Run stops sending and ignores cancellation).
 	Mode      string        `yaml:"mode"`
 	Clusters  int           `yaml:"clusters"`
 	Endpoints int           `yaml:"endpoints"`
 	Tick      time.Duration `yaml:"tick"` // serve: send a change set this often (0: never)
+	// MaxSilence is declared through sdk.Liveness; Beat, when set, repeats
+	// the status this often (serve).
+	MaxSilence time.Duration `yaml:"max_silence"`
+	Beat       time.Duration `yaml:"beat"`
 }
 
 type source struct{ cfg config }
+
+// MaxSilence implements sdk.Liveness.
+func (s *source) MaxSilence() time.Duration { return s.cfg.MaxSilence }
 
 func main() {
 	sdk.Serve(sdk.Plugin{
@@ -33,7 +41,7 @@ func main() {
 			}
 			var errs sdk.ConfigErrors
 			switch cfg.Mode {
-			case "serve", "exit_after_first", "stop_after_first":
+			case "serve", "exit_after_first", "stop_after_first", "block_after_first":
 			default:
 				errs.Add("mode", "unknown mode %q", cfg.Mode)
 			}
@@ -85,6 +93,22 @@ func (s *source) Run(ctx context.Context, up chan<- sdk.Update) error {
 	case "stop_after_first":
 		time.Sleep(100 * time.Millisecond)
 		_ = syscall.Kill(os.Getpid(), syscall.SIGSTOP)
+	case "block_after_first":
+		select {} // stuck: only the host's kill ends it
+	}
+	if s.cfg.Beat > 0 {
+		t := time.NewTicker(s.cfg.Beat)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-t.C:
+			}
+			if !send(sdk.Update{Status: &sdk.Status{State: sdk.Connected}}) {
+				return nil
+			}
+		}
 	}
 	if s.cfg.Tick <= 0 {
 		<-ctx.Done()

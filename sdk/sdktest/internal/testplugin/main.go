@@ -30,6 +30,10 @@ type config struct {
 	LaxApply bool `yaml:"lax_apply"`
 	// Unplaced makes Configure fail with an error that names no field.
 	Unplaced bool `yaml:"unplaced"`
+	// MaxSilence is the liveness promise (sdk.Liveness); Beat, when set,
+	// repeats a connected status this often after the updates.
+	MaxSilence time.Duration `yaml:"max_silence"`
+	Beat       time.Duration `yaml:"beat"`
 }
 
 type update struct {
@@ -91,6 +95,9 @@ func configure(_ context.Context, req sdk.ConfigureRequest) (sdk.Source, error) 
 
 type source struct{ cfg config }
 
+// MaxSilence implements sdk.Liveness.
+func (s *source) MaxSilence() time.Duration { return s.cfg.MaxSilence }
+
 func (s *source) Run(ctx context.Context, up chan<- sdk.Update) error {
 	for _, u := range s.cfg.Updates {
 		out, err := u.build()
@@ -117,6 +124,22 @@ func (s *source) Run(ctx context.Context, up chan<- sdk.Update) error {
 	}
 	if s.cfg.IgnoreCancel {
 		select {} // never returns: the bug sdktest must catch
+	}
+	if s.cfg.Beat > 0 {
+		t := time.NewTicker(s.cfg.Beat)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-t.C:
+			}
+			select {
+			case <-ctx.Done():
+				return nil
+			case up <- sdk.Update{Status: &sdk.Status{State: sdk.Connected}}:
+			}
+		}
 	}
 	<-ctx.Done()
 	return nil

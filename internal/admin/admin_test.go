@@ -31,6 +31,8 @@ type fixture struct {
 	srv     *httptest.Server
 	clients *conns.Registry
 	agg     *aggregator.Aggregator
+	store   *store.Store
+	reg     *prometheus.Registry
 }
 
 func newFixture(t *testing.T, opts ...func(*Options)) *fixture {
@@ -42,14 +44,15 @@ func newFixture(t *testing.T, opts ...func(*Options)) *fixture {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(NewSourceCollector(h, agg))
 	ready := make(chan struct{})
-	o := Options{Logger: logger, Ready: ready, Store: store.New(logger), Host: h, Aggregator: agg, Clients: clients, Metrics: reg}
+	st := store.New(logger)
+	o := Options{Logger: logger, Ready: ready, Store: st, Host: h, Aggregator: agg, Clients: clients, Metrics: reg}
 	for _, f := range opts {
 		f(&o)
 	}
 	s := New(o)
 	srv := httptest.NewServer(s.Handler())
 	t.Cleanup(srv.Close)
-	return &fixture{srv: srv, clients: clients, agg: agg}
+	return &fixture{srv: srv, clients: clients, agg: agg, store: st, reg: reg}
 }
 
 func (f *fixture) get(t *testing.T, path string) (int, string) {

@@ -159,7 +159,9 @@ type overviewPage struct {
 	Streams     []countRow
 	Types       []typeRow
 	NACKs       []nackCount
-	NACKTotal   float64
+	// NACKing counts the connected clients whose latest NACK of some type
+	// is in the window; RecentNACKs are the latest of those NACKs.
+	NACKing     int
 	RecentNACKs []nackEvent
 	// NACKsUnknown says that the NACK counter could not be read.
 	NACKsUnknown bool
@@ -184,7 +186,6 @@ func (s *Server) overview(w http.ResponseWriter, r *http.Request) {
 	perSource := map[string]float64{}
 	for k, v := range nacks {
 		perSource[k.Source] += v
-		p.NACKTotal += v
 	}
 	p.NACKs = sortedNACKs(nacks)
 	for _, src := range s.sourceList() {
@@ -216,13 +217,19 @@ func (s *Server) overview(w http.ResponseWriter, r *http.Request) {
 				p.Streams = append(p.Streams, countRow{k.String(), n})
 			}
 		}
-		p.RecentNACKs = recentNACKs(s.opts.Clients.Snapshot(""), now.Add(-nackWindow))
+		recent := recentNACKs(s.opts.Clients.Snapshot(""), now.Add(-nackWindow))
+		nodes := map[string]bool{}
+		for _, e := range recent {
+			nodes[e.Node] = true
+		}
+		p.NACKing = len(nodes)
+		p.RecentNACKs = recent[:min(len(recent), maxRecentNACKs)]
 	}
 	s.render(w, "overview", p)
 }
 
-// recentNACKs are the latest NACK of every client and type since from,
-// newest first, at most maxRecentNACKs.
+// recentNACKs are the latest NACK of every connected client and type
+// since from, newest first.
 func recentNACKs(snap conns.Snapshot, from time.Time) []nackEvent {
 	var out []nackEvent
 	add := func(node, transport string, types []conns.TypeView) {
@@ -245,7 +252,7 @@ func recentNACKs(snap conns.Snapshot, from time.Time) []nackEvent {
 		add(id, "rest", rc.Types)
 	}
 	slices.SortStableFunc(out, func(a, b nackEvent) int { return b.At.Compare(a.At) })
-	return out[:min(len(out), maxRecentNACKs)]
+	return out
 }
 
 type clientsPage struct {

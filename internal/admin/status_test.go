@@ -8,8 +8,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -22,7 +20,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	statuspb "google.golang.org/genproto/googleapis/rpc/status"
 
-	"github.com/xdsbridge/xdsbridge/internal/security/adminauth"
 	"github.com/xdsbridge/xdsbridge/sdk"
 	"github.com/xdsbridge/xdsbridge/xds/conns"
 	"github.com/xdsbridge/xdsbridge/xds/store"
@@ -273,16 +270,8 @@ func TestRefresh(t *testing.T) {
 // With a token, the pages need it; a browser logs in with ?token= and
 // then reads them with its cookie.
 func TestStatusToken(t *testing.T) {
-	file := filepath.Join(t.TempDir(), "token")
-	const token = "0123456789abcdef-admin"
-	if err := os.WriteFile(file, []byte(token+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	tok, err := adminauth.NewToken(file, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := newFixture(t, func(o *Options) { o.Token = tok })
+	const token = testToken
+	f := newFixture(t, withToken(t))
 	for _, path := range []string{"/", "/clients", "/resources", "/resource?type=x&name=y"} {
 		if code, body := f.get(t, path); code != http.StatusUnauthorized || strings.Contains(body, "Overview") {
 			t.Errorf("GET %s without the token: %d", path, code)

@@ -2,8 +2,7 @@
 // they are open to the host; anywhere else they require a bearer token
 // read from a file (Token; a browser may present it in a cookie) or a
 // client certificate (the admin server's own TLS with a client CA, see
-// package certs). CheckExposure is the rule
-// the configuration enforces.
+// package certs). CheckExposure is the rule the configuration enforces.
 package adminauth
 
 import (

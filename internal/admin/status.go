@@ -135,6 +135,21 @@ type typeRow struct {
 	Resources        int
 }
 
+// typeRows are the types of entries with their versions and counts,
+// sorted by type URL.
+func (s *Server) typeRows(entries []store.Entry) []typeRow {
+	versions := s.typeVersions(entries)
+	counts := map[string]int{}
+	for _, e := range entries {
+		counts[e.TypeURL]++
+	}
+	out := make([]typeRow, 0, len(versions))
+	for _, t := range slices.Sorted(maps.Keys(versions)) {
+		out = append(out, typeRow{TypeURL: t, Version: versions[t], Resources: counts[t]})
+	}
+	return out
+}
+
 // countRow is a count of connected clients or streams.
 type countRow struct {
 	Name  string
@@ -195,15 +210,7 @@ func (s *Server) overview(w http.ResponseWriter, r *http.Request) {
 	for _, reason := range slices.Sorted(maps.Keys(rejected)) {
 		p.Rejected = append(p.Rejected, countRow{reason, int(rejected[reason])})
 	}
-	entries := s.opts.Store.Entries()
-	versions := s.typeVersions(entries)
-	counts := map[string]int{}
-	for _, e := range entries {
-		counts[e.TypeURL]++
-	}
-	for _, t := range slices.Sorted(maps.Keys(versions)) {
-		p.Types = append(p.Types, typeRow{TypeURL: t, Version: versions[t], Resources: counts[t]})
-	}
+	p.Types = s.typeRows(s.opts.Store.Entries())
 	if s.opts.Clients != nil {
 		st := s.opts.Clients.Stats()
 		p.Connections = st.Connections
@@ -302,10 +309,8 @@ type resourcesPage struct {
 func (s *Server) resourcesPage(w http.ResponseWriter, r *http.Request) {
 	p := resourcesPage{page: s.newPage(r, "Resources", "resources"), Filter: resourceFilterOf(r.URL.Query())}
 	entries := s.opts.Store.Entries()
-	versions := s.typeVersions(entries)
-	counts := map[string]int{}
+	p.Types = s.typeRows(entries)
 	for _, e := range entries {
-		counts[e.TypeURL]++
 		if !p.Filter.match(e) {
 			continue
 		}
@@ -313,9 +318,6 @@ func (s *Server) resourcesPage(w http.ResponseWriter, r *http.Request) {
 		if len(p.Resources) < maxResourceRows {
 			p.Resources = append(p.Resources, resourceRow{TypeURL: e.TypeURL, Name: e.Name, Version: e.Version, Sources: e.Sources})
 		}
-	}
-	for _, t := range slices.Sorted(maps.Keys(versions)) {
-		p.Types = append(p.Types, typeRow{TypeURL: t, Version: versions[t], Resources: counts[t]})
 	}
 	s.render(w, "resources", p)
 }

@@ -19,6 +19,7 @@ import (
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	statuspb "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/xdsbridge/xdsbridge/sdk"
 	"github.com/xdsbridge/xdsbridge/xds/conns"
@@ -390,5 +391,23 @@ func TestOverviewNACKs(t *testing.T) {
 	s.nacks.mu.Unlock()
 	if got != 2 {
 		t.Errorf("sampled %v, want 2", got)
+	}
+}
+
+// The YAML keeps protojson's field order and its types: a string that
+// reads as a number or a boolean stays a string.
+func TestProtoYAML(t *testing.T) {
+	for _, tt := range []struct{ name, want string }{
+		{"payments", "name: payments\ntype: EDS\nconnectTimeout: 5s\n"},
+		{"8080", "name: \"8080\"\ntype: EDS\nconnectTimeout: 5s\n"},
+		{"true", "name: \"true\"\ntype: EDS\nconnectTimeout: 5s\n"},
+		{"a: b", "name: 'a: b'\ntype: EDS\nconnectTimeout: 5s\n"},
+	} {
+		c := &clusterv3.Cluster{Name: tt.name, ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
+			ConnectTimeout: durationpb.New(5 * time.Second)}
+		got, err := protoYAML(store.Entry{TypeURL: resourcev3.ClusterType, Name: tt.name, Resource: c})
+		if err != nil || got != tt.want {
+			t.Errorf("protoYAML(%q) = %q, %v; want %q", tt.name, got, err, tt.want)
+		}
 	}
 }

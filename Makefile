@@ -1,7 +1,7 @@
 # xdsbridge — build, run and test.
 #
 #   make run    build and serve the default plugins.yaml
-#   make test   install what the tests need (Consul, BIND), then run every test
+#   make test   install what the tests need (Consul, BIND, Chromium), then run every test
 #   make build  bin/xdsbridge
 #   make proto  regenerate proto/source/v1 (generated code is committed)
 #   make bench  benchmark xdsbridge against go-control-plane's caches and the floor (quick profile)
@@ -28,9 +28,10 @@ run: build
 
 # test-deps installs the real peers the tests run against: a Consul agent
 # (built once from the Go module proxy and cached outside the repository)
-# and BIND's named from Debian's packages.
+# and BIND's named and a headless Chromium from Debian's packages.
 test-deps:
 	@bash test/tools/dns.sh >/dev/null
+	@bash test/tools/chromium.sh >/dev/null
 	@bash test/tools/consul.sh >/dev/null
 
 # test requires the real peers (XDSBRIDGE_REQUIRE_PEERS=1): a test whose
@@ -40,6 +41,7 @@ test-deps:
 test: test-deps build
 	$(GO) build -o $(TOOLS)/testsum ./test/tools/testsum
 	PATH="$$PATH:$$(dirname $$(bash test/tools/dns.sh))" \
+	XDSBRIDGE_CHROMIUM=$$(bash test/tools/chromium.sh) \
 	XDSBRIDGE_CONSUL=$$(bash test/tools/consul.sh) XDSBRIDGE_BIN=$(CURDIR)/$(BIN) XDSBRIDGE_REQUIRE_PEERS=1 \
 		$(TOOLS)/testsum $(GO) test -json -race -timeout 20m -count=1 ./...
 

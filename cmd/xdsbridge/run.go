@@ -194,6 +194,7 @@ func serve(ctx context.Context, cfg *config.Config, plugins []host.Plugin, logge
 			Metrics:    metrics,
 			Token:      sec.token,
 			PProf:      cfg.Admin.PProf,
+			Version:    version,
 		})
 		start("admin", adm.Run)
 	}

@@ -1,6 +1,7 @@
 // Package admin serves xdsbridge's operator endpoints: health, readiness,
 // Prometheus metrics, profiles (when enabled), and debug views of what is served, where it
-// came from, and who is connected.
+// came from, and who is connected — as JSON under /debug/ and as a status page for people
+// at /.
 package admin
 
 import (
@@ -12,6 +13,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/url"
+	"strings"
 	"sync"
 	"time"
 
@@ -43,11 +46,19 @@ type Options struct {
 	Token *adminauth.Token
 	// PProf serves /debug/pprof/.
 	PProf bool
+	// Version is xdsbridge's, for the status page.
+	Version string
 }
 
 // Server is the admin HTTP server.
 type Server struct {
 	opts Options
+
+	// created stands in for the process's start time when the metrics
+	// do not have it.
+	created time.Time
+	// nacks holds samples of the NACK counter, which Run takes.
+	nacks nackHistory
 
 	mu      sync.Mutex
 	addr    net.Addr
@@ -55,7 +66,9 @@ type Server struct {
 }
 
 // New returns an admin Server.
-func New(opts Options) *Server { return &Server{opts: opts, started: make(chan struct{})} }
+func New(opts Options) *Server {
+	return &Server{opts: opts, created: time.Now(), started: make(chan struct{})}
+}
 
 // Addr returns the bound address once Run has bound it.
 func (s *Server) Addr(ctx context.Context) (net.Addr, error) {
@@ -83,6 +96,10 @@ func (s *Server) Handler() http.Handler {
 			http.Error(w, "not ready: waiting for every source's first full state", http.StatusServiceUnavailable)
 		}
 	})
+	mux.HandleFunc("GET /{$}", s.overview)
+	mux.HandleFunc("GET /clients", s.clientsPage)
+	mux.HandleFunc("GET /resources", s.resourcesPage)
+	mux.HandleFunc("GET /resource", s.resourcePage)
 	mux.HandleFunc("GET /debug/resources", s.resources)
 	mux.HandleFunc("GET /debug/sources", s.sources)
 	mux.HandleFunc("GET /debug/clients", s.clients)
@@ -121,18 +138,41 @@ type resource struct {
 	Resource json.RawMessage `json:"resource"`
 }
 
+// resourceFilter narrows the served resources, for /debug/resources and
+// the status page alike: Type is a type URL or its message name
+// ("Cluster"), Name a part of the resource's name; empty matches all.
+type resourceFilter struct{ Type, Name string }
+
+func resourceFilterOf(q url.Values) resourceFilter {
+	return resourceFilter{Type: strings.TrimSpace(q.Get("type")), Name: strings.TrimSpace(q.Get("name"))}
+}
+
+func (f resourceFilter) match(e store.Entry) bool {
+	return (f.Type == "" || f.Type == e.TypeURL || f.Type == shortType(e.TypeURL)) && strings.Contains(e.Name, f.Name)
+}
+
+// typeVersions is the version of every type that has resources.
+func (s *Server) typeVersions(entries []store.Entry) map[string]string {
+	out := map[string]string{}
+	for _, e := range entries {
+		if _, ok := out[e.TypeURL]; !ok {
+			out[e.TypeURL] = s.opts.Store.TypeVersion(e.TypeURL)
+		}
+	}
+	return out
+}
+
+// resources serves the served resources as protojson; ?type= and ?name=
+// narrow them (see resourceFilter).
 func (s *Server) resources(w http.ResponseWriter, r *http.Request) {
 	entries := s.opts.Store.Entries()
 	out := struct {
 		Versions  map[string]string `json:"versions"`
 		Resources []resource        `json:"resources"`
-	}{Versions: map[string]string{}, Resources: make([]resource, 0, len(entries))}
-	typeFilter := r.URL.Query().Get("type")
+	}{Versions: s.typeVersions(entries), Resources: make([]resource, 0, len(entries))}
+	f := resourceFilterOf(r.URL.Query())
 	for _, e := range entries {
-		if _, ok := out.Versions[e.TypeURL]; !ok {
-			out.Versions[e.TypeURL] = s.opts.Store.TypeVersion(e.TypeURL)
-		}
-		if typeFilter != "" && typeFilter != e.TypeURL && typeFilter != shortType(e.TypeURL) {
+		if !f.match(e) {
 			continue
 		}
 		b, err := protojson.Marshal(e.Resource)
@@ -187,6 +227,12 @@ type source struct {
 }
 
 func (s *Server) sources(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, map[string]any{"sources": s.sourceList(), "rejected": s.opts.Aggregator.Rejected()})
+}
+
+// sourceList is every plugin's state from the host and the aggregator, as
+// /debug/sources and the status page show it.
+func (s *Server) sourceList() []source {
 	agg := s.opts.Aggregator.SourceStatuses()
 	out := []source{}
 	for _, st := range s.opts.Host.Statuses() {
@@ -209,7 +255,7 @@ func (s *Server) sources(w http.ResponseWriter, _ *http.Request) {
 		}
 		out = append(out, src)
 	}
-	writeJSON(w, map[string]any{"sources": out, "rejected": s.opts.Aggregator.Rejected()})
+	return out
 }
 
 func writeJSON(w http.ResponseWriter, v any) {
@@ -217,6 +263,28 @@ func writeJSON(w http.ResponseWriter, v any) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	_ = enc.Encode(v)
+}
+
+// sampleNACKs samples the NACK counter every interval until ctx ends, for
+// the status page's count of the last hour.
+func (s *Server) sampleNACKs(ctx context.Context, interval time.Duration) {
+	if s.opts.Metrics == nil {
+		return
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			g, err := gather(s.opts.Metrics)
+			if err != nil {
+				s.opts.Logger.Warn("sampling the NACK counter", "err", err)
+			}
+			s.nacks.add(nackSample{at: now, counts: g.nacks})
+		}
+	}
 }
 
 // Run serves until ctx ends.
@@ -242,6 +310,11 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(l) }()
+	sctx, stopSampling := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer stopSampling()
+	wg.Go(func() { s.sampleNACKs(sctx, nackSampleEvery) })
 	select {
 	case <-ctx.Done():
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)

@@ -31,6 +31,8 @@ type fixture struct {
 	srv     *httptest.Server
 	clients *conns.Registry
 	agg     *aggregator.Aggregator
+	store   *store.Store
+	reg     *prometheus.Registry
 }
 
 func newFixture(t *testing.T, opts ...func(*Options)) *fixture {
@@ -42,14 +44,15 @@ func newFixture(t *testing.T, opts ...func(*Options)) *fixture {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(NewSourceCollector(h, agg))
 	ready := make(chan struct{})
-	o := Options{Logger: logger, Ready: ready, Store: store.New(logger), Host: h, Aggregator: agg, Clients: clients, Metrics: reg}
+	st := store.New(logger)
+	o := Options{Logger: logger, Ready: ready, Store: st, Host: h, Aggregator: agg, Clients: clients, Metrics: reg}
 	for _, f := range opts {
 		f(&o)
 	}
 	s := New(o)
 	srv := httptest.NewServer(s.Handler())
 	t.Cleanup(srv.Close)
-	return &fixture{srv: srv, clients: clients, agg: agg}
+	return &fixture{srv: srv, clients: clients, agg: agg, store: st, reg: reg}
 }
 
 func (f *fixture) get(t *testing.T, path string) (int, string) {
@@ -155,18 +158,27 @@ func TestPprofOffByDefault(t *testing.T) {
 	}
 }
 
-// With a token, everything but the probes needs it.
-func TestToken(t *testing.T) {
+// testToken is the admin token withToken sets.
+const testToken = "0123456789abcdef-admin"
+
+// withToken sets Options.Token to testToken, read from a file.
+func withToken(t *testing.T) func(*Options) {
+	t.Helper()
 	file := filepath.Join(t.TempDir(), "token")
-	const token = "0123456789abcdef-admin"
-	if err := os.WriteFile(file, []byte(token+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(file, []byte(testToken+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	tok, err := adminauth.NewToken(file, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := newFixture(t, func(o *Options) { o.Token = tok })
+	return func(o *Options) { o.Token = tok }
+}
+
+// With a token, everything but the probes needs it.
+func TestToken(t *testing.T) {
+	const token = testToken
+	f := newFixture(t, withToken(t))
 	for _, path := range []string{"/metrics", "/debug/clients", "/debug/sources"} {
 		if code, _ := f.get(t, path); code != http.StatusUnauthorized {
 			t.Errorf("GET %s without a token: %d, want 401", path, code)

@@ -1,20 +1,23 @@
 // Package adminauth guards the admin endpoints. On a loopback address
 // they are open to the host; anywhere else they require a bearer token
-// read from a file (Token) or a client certificate (the admin server's
-// own TLS with a client CA, see package certs). CheckExposure is the rule
-// the configuration enforces.
+// read from a file (Token; a browser may present it in a cookie) or a
+// client certificate (the admin server's own TLS with a client CA, see
+// package certs). CheckExposure is the rule the configuration enforces.
 package adminauth
 
 import (
 	"bytes"
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/base64"
 	"fmt"
+	"html/template"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"os"
 	"slices"
 	"strings"
@@ -174,25 +177,111 @@ func (t *Token) Valid(presented string) bool {
 // token.
 func (t *Token) Failures() uint64 { return t.failures.Load() }
 
+// CookieName is the cookie in which a browser presents the token. It is
+// set by a request that carries the token as ?token=, and holds the
+// token's SHA-256, not the token: it opens what a browser reads (GET and
+// HEAD) and nothing else.
+const CookieName = "xdsbridge_admin_token"
+
 // Require serves next only to requests with "Authorization: Bearer
-// <token>", and answers 401 otherwise. Paths in public (exact matches,
-// e.g. "/healthz", "/readyz" for probes) need no token.
+// <token>", or, for GET and HEAD, with the cookie a browser gets from
+// ?token=<token>: such a request is answered with the cookie (HttpOnly,
+// SameSite=Strict) and a redirect to the same URL without the token, so
+// the token leaves the address bar and history. Anything else is answered
+// 401, with a form asking for the token when the client reads HTML. Paths
+// in public (exact matches, e.g. "/healthz", "/readyz" for probes) need
+// no token.
 func (t *Token) Require(next http.Handler, public ...string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if slices.Contains(public, r.URL.Path) {
 			next.ServeHTTP(w, r)
 			return
 		}
-		presented, ok := bearer(r.Header.Get("Authorization"))
-		if !ok || !t.Valid(presented) {
-			t.failures.Add(1)
-			w.Header().Set("WWW-Authenticate", `Bearer realm="xdsbridge admin"`)
-			http.Error(w, "admin: a valid bearer token is required", http.StatusUnauthorized)
+		read := r.Method == http.MethodGet || r.Method == http.MethodHead
+		if q := r.URL.Query(); read && q.Has("token") {
+			t.login(w, r, q)
 			return
 		}
-		next.ServeHTTP(w, r)
+		if presented, ok := bearer(r.Header.Get("Authorization")); ok && t.Valid(presented) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		if c, err := r.Cookie(CookieName); read && err == nil && t.validCookie(c.Value) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		t.refuse(w, r)
 	})
 }
+
+// login answers a request carrying ?token=: with the cookie and a redirect
+// to the same path and query without the token when it is valid.
+func (t *Token) login(w http.ResponseWriter, r *http.Request, q url.Values) {
+	presented := q.Get("token")
+	if !t.Valid(presented) {
+		t.refuse(w, r)
+		return
+	}
+	d := sha256.Sum256([]byte(presented))
+	http.SetCookie(w, &http.Cookie{
+		Name:     CookieName,
+		Value:    base64.RawURLEncoding.EncodeToString(d[:]),
+		Path:     "/",
+		HttpOnly: true,
+		Secure:   r.TLS != nil,
+		SameSite: http.SameSiteStrictMode,
+	})
+	q.Del("token")
+	// One leading slash: "//host" or "/\host" would leave the server.
+	target := "/" + strings.TrimLeft(r.URL.Path, "/\\")
+	if len(q) > 0 {
+		target += "?" + q.Encode()
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Referrer-Policy", "no-referrer")
+	http.Redirect(w, r, target, http.StatusSeeOther)
+}
+
+// validCookie reports, in constant time, whether a cookie value holds the
+// current token's digest.
+func (t *Token) validCookie(value string) bool {
+	got, err := base64.RawURLEncoding.DecodeString(value)
+	if err != nil || len(got) != sha256.Size {
+		return false
+	}
+	want := t.current()
+	return subtle.ConstantTimeCompare(got, want[:]) == 1
+}
+
+// refuse answers 401 and counts the failure. A browser (a GET that
+// accepts HTML) gets a form that asks for the token and sends it as
+// ?token= with the rest of the query kept.
+func (t *Token) refuse(w http.ResponseWriter, r *http.Request) {
+	t.failures.Add(1)
+	w.Header().Set("WWW-Authenticate", `Bearer realm="xdsbridge admin"`)
+	if r.Method != http.MethodGet || !strings.Contains(r.Header.Get("Accept"), "text/html") {
+		http.Error(w, "admin: a valid bearer token is required", http.StatusUnauthorized)
+		return
+	}
+	q := r.URL.Query()
+	q.Del("token")
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+	w.WriteHeader(http.StatusUnauthorized)
+	_ = loginPage.Execute(w, q)
+}
+
+var loginPage = template.Must(template.New("login").Parse(`<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>xdsbridge admin: token required</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>body{font:15px/1.5 system-ui,sans-serif;margin:4rem auto;max-width:28rem;color:#1f2328}
+input{font:inherit;padding:.35rem .5rem}input[type=password]{width:100%;box-sizing:border-box;margin:.5rem 0}</style></head>
+<body><h1>xdsbridge admin</h1><p>A valid admin token is required (the content of <code>admin.token_file</code>).</p>
+<form method="get">{{range $k, $vs := .}}{{range $vs}}<input type="hidden" name="{{$k}}" value="{{.}}">{{end}}{{end}}
+<label>Token <input type="password" name="token" autocomplete="current-password" required autofocus></label>
+<input type="submit" value="Continue"></form></body></html>
+`))
 
 func bearer(h string) (string, bool) {
 	scheme, tok, ok := strings.Cut(h, " ")

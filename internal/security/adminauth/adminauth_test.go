@@ -268,3 +268,104 @@ func TestRequire(t *testing.T) {
 		}
 	}
 }
+
+// A browser logs in with ?token=: it gets a cookie and a redirect to the
+// same URL without the token, and the cookie then opens GET requests and
+// nothing else.
+func TestRequireBrowser(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "token")
+	writeToken(t, f, token)
+	tok, err := adminauth.NewToken(f, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(tok.Require(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "secret stuff "+r.Method)
+	})))
+	defer srv.Close()
+	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	do := func(method, path string, cookie *http.Cookie, accept string) (*http.Response, string) {
+		t.Helper()
+		req, err := http.NewRequest(method, srv.URL+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cookie != nil {
+			req.AddCookie(cookie)
+		}
+		if accept != "" {
+			req.Header.Set("Accept", accept)
+		}
+		resp, err := noRedirect.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp, string(b)
+	}
+
+	logins := []struct {
+		name, path, location string
+	}{
+		{"root", "/?token=" + token, "/"},
+		{"query kept", "/clients?node=n%261&token=" + token + "&refresh=10", "/clients?node=n%261&refresh=10"},
+		{"no open redirect", "//evil.example/?token=" + token, "/evil.example/"},
+		{"no open redirect with a backslash", "/%5Cevil.example/?token=" + token, "/evil.example/"},
+	}
+	var cookie *http.Cookie
+	for _, tt := range logins {
+		resp, _ := do(http.MethodGet, tt.path, nil, "")
+		if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != tt.location {
+			t.Errorf("%s: %s, Location %q, want 303 to %q", tt.name, resp.Status, resp.Header.Get("Location"), tt.location)
+		}
+		cs := resp.Cookies()
+		if len(cs) != 1 || cs[0].Name != adminauth.CookieName || !cs[0].HttpOnly || cs[0].SameSite != http.SameSiteStrictMode || cs[0].Path != "/" {
+			t.Fatalf("%s: cookies %v, want one HttpOnly SameSite=Strict cookie for /", tt.name, cs)
+		}
+		if strings.Contains(cs[0].Value, token) {
+			t.Errorf("%s: the cookie holds the token", tt.name)
+		}
+		cookie = cs[0]
+	}
+
+	wrong := &http.Cookie{Name: adminauth.CookieName, Value: strings.Repeat("A", 43)}
+	tests := []struct {
+		name, method, path string
+		cookie             *http.Cookie
+		want               int
+	}{
+		{"cookie opens GET", http.MethodGet, "/debug/clients", cookie, http.StatusOK},
+		{"cookie opens HEAD", http.MethodHead, "/debug/clients", cookie, http.StatusOK},
+		{"cookie does not open POST", http.MethodPost, "/-/reload", cookie, http.StatusUnauthorized},
+		{"no cookie", http.MethodGet, "/", nil, http.StatusUnauthorized},
+		{"wrong cookie", http.MethodGet, "/", wrong, http.StatusUnauthorized},
+		{"garbage cookie", http.MethodGet, "/", &http.Cookie{Name: adminauth.CookieName, Value: "x"}, http.StatusUnauthorized},
+		{"wrong token in the query", http.MethodGet, "/?token=" + strings.Repeat("x", len(token)), nil, http.StatusUnauthorized},
+		{"token in the query of a POST", http.MethodPost, "/-/reload?token=" + token, nil, http.StatusUnauthorized},
+	}
+	for _, tt := range tests {
+		resp, body := do(tt.method, tt.path, tt.cookie, "")
+		if resp.StatusCode != tt.want {
+			t.Errorf("%s: %s, want %d", tt.name, resp.Status, tt.want)
+		}
+		if tt.want == http.StatusUnauthorized && strings.Contains(body, "secret stuff") {
+			t.Errorf("%s: 401 with the content", tt.name)
+		}
+	}
+
+	// A browser without the cookie gets a form that keeps the query,
+	// escaped, and sends the token as ?token=.
+	resp, body := do(http.MethodGet, "/clients?node=%3Cscript%3Ealert(1)%3C/script%3E", nil, "text/html,application/xhtml+xml")
+	if resp.StatusCode != http.StatusUnauthorized || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
+		t.Fatalf("browser without a cookie: %s %s", resp.Status, resp.Header.Get("Content-Type"))
+	}
+	for _, want := range []string{`<form method="get">`, `name="token"`, `name="node" value="&lt;script&gt;alert(1)&lt;/script&gt;"`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("login form lacks %s:\n%s", want, body)
+		}
+	}
+	if strings.Contains(body, "<script>") {
+		t.Errorf("login form holds an unescaped query:\n%s", body)
+	}
+}

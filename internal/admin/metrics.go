@@ -13,7 +13,7 @@ import (
 
 // SourceCollector exports the plugin host's and the aggregator's state as
 // metrics, read at scrape time from host.Host.Statuses and the
-// aggregator's SourceStatuses and Rejected.
+// aggregator's SourceStatuses, Rejected and Ready.
 type SourceCollector struct {
 	host *host.Host
 	agg  *aggregator.Aggregator
@@ -43,17 +43,27 @@ var (
 	rejectedDesc = prometheus.NewDesc("xdsbridge_aggregator_rejected_items_total",
 		"Items (clusters, endpoints, resources) rejected by validation or merging, by reason.",
 		[]string{"reason"}, nil)
+	readyDesc = prometheus.NewDesc("xdsbridge_ready",
+		"1 once every source delivered its first full state (or the ready timeout passed) and it was published, as /readyz answers 200; 0 before.",
+		nil, nil)
 )
 
 // Describe implements prometheus.Collector.
 func (c *SourceCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{connectedDesc, restartsDesc, upDesc, lastUpdateDesc, clustersDesc, rejectedDesc} {
+	for _, d := range []*prometheus.Desc{connectedDesc, restartsDesc, upDesc, lastUpdateDesc, clustersDesc, rejectedDesc, readyDesc} {
 		ch <- d
 	}
 }
 
 // Collect implements prometheus.Collector.
 func (c *SourceCollector) Collect(ch chan<- prometheus.Metric) {
+	ready := false
+	select {
+	case <-c.agg.Ready():
+		ready = true
+	default:
+	}
+	ch <- prometheus.MustNewConstMetric(readyDesc, prometheus.GaugeValue, boolValue(ready))
 	agg := c.agg.SourceStatuses()
 	for _, st := range c.host.Statuses() {
 		a := agg[st.Name]

@@ -269,3 +269,6 @@ func fetchSeed(t *testing.T, a *adsStream) (cds, eds *discoveryv3.DiscoveryRespo
 	a.request(resource.EndpointType, []string{"some_service"}, eds, "")
 	return cds, eds
 }
+
+// waitABit is the pause between two polls.
+func waitABit() { time.Sleep(50 * time.Millisecond) }

@@ -76,9 +76,23 @@ func (c *SourceCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	rejected := c.agg.Rejected()
+	for _, r := range rejectReasons {
+		if _, ok := rejected[r]; !ok {
+			rejected[r] = 0
+		}
+	}
 	for _, reason := range slices.Sorted(maps.Keys(rejected)) {
 		ch <- prometheus.MustNewConstMetric(rejectedDesc, prometheus.CounterValue, float64(rejected[reason]), reason)
 	}
+}
+
+// rejectReasons are the aggregator's rejection reasons, exported at 0 from
+// the start so that a rate or increase over the counter sees the first
+// rejection too.
+var rejectReasons = []string{
+	aggregator.ReasonEmptyClusterName, aggregator.ReasonBadAddress, aggregator.ReasonBadPort,
+	aggregator.ReasonBadHealth, aggregator.ReasonDuplicateEndpoint, aggregator.ReasonDuplicateCluster,
+	aggregator.ReasonBadOverlay, aggregator.ReasonBadResource, aggregator.ReasonConflict,
 }
 
 // connected reports whether a source is current: its plugin runs and it

@@ -216,7 +216,12 @@ func dialADS(t *testing.T, addr, nodeID string) *adsStream {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &adsStream{t: t, stream: s, node: &corev3.Node{Id: nodeID, Cluster: "deploy-test", UserAgentName: "envoy"}}
+	return &adsStream{t: t, stream: s, node: nodeFor(nodeID)}
+}
+
+// nodeFor is the node a test client says it is.
+func nodeFor(id string) *corev3.Node {
+	return &corev3.Node{Id: id, Cluster: "deploy-test", UserAgentName: "envoy"}
 }
 
 // request sends a request for typeURL; prev, when set, is the response it

@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -110,24 +109,6 @@ func freePort(t *testing.T) string {
 	return l.Addr().String()
 }
 
-// syncBuffer collects a process's output.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // bridge is a running xdsbridge serving the repository's seed example.
 type bridge struct {
 	grpcAddr, adminAddr string
@@ -156,7 +137,9 @@ plugins:
 	if err := os.WriteFile(filepath.Join(dir, "plugins.yaml"), []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	log := &syncBuffer{}
+	// Written by the process's one copying goroutine (Stdout and Stderr are
+	// the same writer); read only once the process has exited.
+	log := &bytes.Buffer{}
 	cmd := exec.Command(bin, "run", "--config", "plugins.yaml")
 	cmd.Dir = dir
 	cmd.Stdout, cmd.Stderr = log, log
@@ -191,6 +174,8 @@ plugins:
 			}
 		}
 		if time.Now().After(deadline) {
+			_ = cmd.Process.Kill()
+			<-done
 			t.Fatalf("xdsbridge not ready within 30s:\n%s", log)
 		}
 	}
@@ -203,7 +188,9 @@ type adsStream struct {
 	node   *corev3.Node
 }
 
-func dialADS(t *testing.T, addr, nodeID string) *adsStream {
+// dialClient connects to an xDS server for the rest of the test; the
+// context bounds the streams opened on it.
+func dialClient(t *testing.T, addr string) (discoveryv3.AggregatedDiscoveryServiceClient, context.Context, context.CancelFunc) {
 	t.Helper()
 	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -212,7 +199,13 @@ func dialADS(t *testing.T, addr, nodeID string) *adsStream {
 	t.Cleanup(func() { cc.Close() })
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	t.Cleanup(cancel)
-	s, err := discoveryv3.NewAggregatedDiscoveryServiceClient(cc).StreamAggregatedResources(ctx)
+	return discoveryv3.NewAggregatedDiscoveryServiceClient(cc), ctx, cancel
+}
+
+func dialADS(t *testing.T, addr, nodeID string) *adsStream {
+	t.Helper()
+	client, ctx, _ := dialClient(t, addr)
+	s, err := client.StreamAggregatedResources(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

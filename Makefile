@@ -61,7 +61,7 @@ test-deploy: test-deps build image
 	cd deploy && XDSBRIDGE_REQUIRE_PEERS=1 XDSBRIDGE_BIN=$(CURDIR)/$(BIN) XDSBRIDGE_IMAGE=$(IMAGE) \
 		PODMAN=$$(bash ../test/tools/podman.sh) PROMTOOL=$$(bash ../test/tools/promtool.sh) \
 		SYSTEMD_ANALYZE=$$(bash ../test/tools/systemd-analyze.sh) \
-		$(GO) test -timeout 10m -count=1 ./...
+		$(GO) test -race -timeout 10m -count=1 ./...
 
 # test-short runs the tests that need no external peers.
 test-short:

@@ -76,8 +76,11 @@ func panelQueries(t *testing.T) map[string]string {
 	t.Helper()
 	var d struct {
 		Panels []struct {
-			Title   string `json:"title"`
-			Targets []struct {
+			ID         int             `json:"id"`
+			Type       string          `json:"type"`
+			Title      string          `json:"title"`
+			Datasource json.RawMessage `json:"datasource"`
+			Targets    []struct {
 				RefID string `json:"refId"`
 				Expr  string `json:"expr"`
 			} `json:"targets"`
@@ -93,7 +96,16 @@ func panelQueries(t *testing.T) map[string]string {
 		t.Fatalf("%s: %v", dashboardFile, err)
 	}
 	out := map[string]string{}
+	ids := map[int]bool{}
 	for _, p := range d.Panels {
+		if ids[p.ID] {
+			t.Errorf("%s: panel id %d is used twice", dashboardFile, p.ID)
+		}
+		ids[p.ID] = true
+		// Every panel with queries reads the data source the user picks.
+		if p.Type != "row" && !strings.Contains(string(p.Datasource), `"${datasource}"`) {
+			t.Errorf("panel %q: data source %s, want the ${datasource} variable", p.Title, p.Datasource)
+		}
 		for _, tg := range p.Targets {
 			if tg.Expr == "" {
 				t.Errorf("panel %q query %s is empty", p.Title, tg.RefID)

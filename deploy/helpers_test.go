@@ -137,6 +137,15 @@ plugins:
 	if err := os.WriteFile(filepath.Join(dir, "plugins.yaml"), []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	runBridge(t, bin, dir, b.adminAddr, "/readyz")
+	return b
+}
+
+// runBridge runs `bin run --config plugins.yaml` in dir until the test ends
+// (then stops it with SIGTERM and expects exit status 0), and waits until
+// GET path on adminAddr answers 200.
+func runBridge(t *testing.T, bin, dir, adminAddr, path string) {
+	t.Helper()
 	// Written by the process's one copying goroutine (Stdout and Stderr are
 	// the same writer); read only once the process has exited.
 	log := &bytes.Buffer{}
@@ -161,22 +170,22 @@ plugins:
 			t.Errorf("xdsbridge did not stop within 15s of SIGTERM")
 		}
 	})
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+	for deadline := time.Now().Add(30 * time.Second); ; waitABit() {
 		select {
 		case <-done:
 			t.Fatalf("xdsbridge exited early:\n%s", log)
 		default:
 		}
-		if resp, err := http.Get("http://" + b.adminAddr + "/readyz"); err == nil {
+		if resp, err := http.Get("http://" + adminAddr + path); err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return b
+				return
 			}
 		}
 		if time.Now().After(deadline) {
 			_ = cmd.Process.Kill()
 			<-done
-			t.Fatalf("xdsbridge not ready within 30s:\n%s", log)
+			t.Fatalf("GET %s did not answer 200 within 30s:\n%s", path, log)
 		}
 	}
 }

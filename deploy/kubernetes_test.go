@@ -1,7 +1,9 @@
 package deploy
 
 import (
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -413,5 +415,76 @@ func TestEnvoySidecarBootstrap(t *testing.T) {
 	}
 	if sa.GetAddress() != wantHost || int32(sa.GetPortValue()) != grpcPort {
 		t.Errorf("bootstrap: %s points at %s:%d, want the Service %s:%d", name, sa.GetAddress(), sa.GetPortValue(), wantHost, grpcPort)
+	}
+}
+
+// TestKubernetesConfigRuns runs xdsbridge on the ConfigMap's plugins.yaml as
+// a pod would, with only the addresses moved to free loopback ports, the
+// token in a file of its own and Consul unreachable: the liveness probe's
+// /healthz answers without the token, the readiness probe's /readyz answers
+// 503 without it (the replica stays out of the Service) while Consul has not
+// delivered its catalog, and /metrics needs the token.
+func TestKubernetesConfigRuns(t *testing.T) {
+	m := loadManifests(t)
+	cfg, data := shippedConfig(t, m)
+	dir := t.TempDir()
+	token := "deploy-test-token-0123456789"
+	if err := os.WriteFile(filepath.Join(dir, "token"), []byte(token), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	admin := freePort(t)
+	consul := freePort(t) // closed: nothing answers there
+	i := slices.IndexFunc(cfg.Plugins, func(p config.Plugin) bool { return p.Type == "consul" })
+	if i < 0 {
+		t.Fatal("no consul plugin in the ConfigMap's plugins.yaml")
+	}
+	for old, repl := range map[string]string{
+		cfg.XDS.GRPCAddress:         freePort(t),
+		cfg.XDS.RESTAddress:         freePort(t),
+		cfg.Admin.Address:           admin,
+		cfg.Admin.TokenFile:         filepath.Join(dir, "token"),
+		"consul-server.consul:8500": consul,
+	} {
+		if strings.Count(data, old) != 1 {
+			t.Fatalf("plugins.yaml: want %q once", old)
+		}
+		data = strings.Replace(data, old, repl, 1)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "plugins.yaml"), []byte(data), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	runBridge(t, bridgeBin, dir, admin, "/healthz")
+
+	get := func(path, bearer string) (int, string) {
+		t.Helper()
+		req, err := http.NewRequest(http.MethodGet, "http://"+admin+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bearer != "" {
+			req.Header.Set("Authorization", "Bearer "+bearer)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get("/readyz", ""); code != http.StatusServiceUnavailable {
+		t.Errorf("/readyz with Consul unreachable: %d %s, want 503", code, body)
+	}
+	if code, _ := get("/metrics", ""); code != http.StatusUnauthorized {
+		t.Errorf("/metrics without the token: %d, want 401", code)
+	}
+	code, body := get("/metrics", token)
+	if code != http.StatusOK {
+		t.Fatalf("/metrics with the token: %d", code)
+	}
+	for _, want := range []string{"xdsbridge_ready 0", `xdsbridge_source_connected_state{source="consul"} 0`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
 	}
 }

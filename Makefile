@@ -3,6 +3,7 @@
 #   make run    build and serve the default plugins.yaml
 #   make test   install what the tests need (Consul, BIND, Chromium), then run every test
 #   make build  bin/xdsbridge
+#   make image  the container image (podman), from a static binary built here
 #   make proto  regenerate proto/source/v1 (generated code is committed)
 #   make bench  benchmark xdsbridge against go-control-plane's caches and the floor (quick profile)
 #   make reliability  the reliability suite's full profile, then every fuzz target
@@ -16,12 +17,23 @@ TOOLS    := $(CURDIR)/bin/tools
 PROTOC_GEN_GO_VERSION      := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.5.1
 
-.PHONY: all build run test test-deps test-short vet fmt proto clean bench bench-full bench-micro reliability fuzz fuzz-short
+.PHONY: all build image test-deploy run test test-deps test-short vet fmt proto clean bench bench-full bench-micro reliability fuzz fuzz-short
 
 all: build
 
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/xdsbridge
+
+# image builds the container image from a static binary (CGO_ENABLED=0) and
+# the file system the Containerfile copies, staged in bin/image: no base
+# image is pulled.
+IMAGE ?= xdsbridge:$(VERSION)
+
+image:
+	@bash test/tools/podman.sh >/dev/null
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/image/xdsbridge ./cmd/xdsbridge
+	sh deploy/container/rootfs.sh bin/image/xdsbridge bin/image
+	podman build --build-arg VERSION=$(VERSION) -f Containerfile -t $(IMAGE) bin/image
 
 run: build
 	$(BIN) run --config plugins.yaml
@@ -33,6 +45,9 @@ test-deps:
 	@bash test/tools/dns.sh >/dev/null
 	@bash test/tools/chromium.sh >/dev/null
 	@bash test/tools/consul.sh >/dev/null
+	@bash test/tools/podman.sh >/dev/null
+	@bash test/tools/promtool.sh >/dev/null
+	@bash test/tools/systemd-analyze.sh >/dev/null
 
 # test requires the real peers (XDSBRIDGE_REQUIRE_PEERS=1): a test whose
 # Consul, named or root is missing fails, naming it, where a plain `go test`
@@ -44,6 +59,16 @@ test: test-deps build
 	XDSBRIDGE_CHROMIUM=$$(bash test/tools/chromium.sh) \
 	XDSBRIDGE_CONSUL=$$(bash test/tools/consul.sh) XDSBRIDGE_BIN=$(CURDIR)/$(BIN) XDSBRIDGE_REQUIRE_PEERS=1 \
 		$(TOOLS)/testsum $(GO) test -json -race -timeout 20m -count=1 ./...
+	$(MAKE) test-deploy
+
+# test-deploy tests deploy/ (its own Go module, so that the Kubernetes types
+# stay out of the main go.mod): the image `make image` built, the
+# Kubernetes manifests, the systemd unit, the alerts and the dashboard.
+test-deploy: test-deps build image
+	cd deploy && XDSBRIDGE_REQUIRE_PEERS=1 XDSBRIDGE_BIN=$(CURDIR)/$(BIN) XDSBRIDGE_IMAGE=$(IMAGE) \
+		PODMAN=$$(bash ../test/tools/podman.sh) PROMTOOL=$$(bash ../test/tools/promtool.sh) \
+		SYSTEMD_ANALYZE=$$(bash ../test/tools/systemd-analyze.sh) \
+		$(GO) test -race -timeout 10m -count=1 ./...
 
 # test-short runs the tests that need no external peers.
 test-short:
@@ -51,6 +76,7 @@ test-short:
 
 vet:
 	$(GO) vet ./...
+	cd deploy && $(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
 
 proto:

@@ -136,6 +136,8 @@ func TestMetricsAndPprof(t *testing.T) {
 		`xdsbridge_plugin_up{source="quiet"} 0`,
 		`xdsbridge_source_clusters{source="static"} 0`,
 		`xdsbridge_source_stale{source="static"} 0`,
+		"xdsbridge_ready 0", // the aggregator has not published
+		`xdsbridge_aggregator_rejected_items_total{reason="bad_port"} 0`,
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %q", want)

@@ -13,7 +13,7 @@ import (
 
 // SourceCollector exports the plugin host's and the aggregator's state as
 // metrics, read at scrape time from host.Host.Statuses and the
-// aggregator's SourceStatuses and Rejected.
+// aggregator's SourceStatuses, Rejected and Ready.
 type SourceCollector struct {
 	host *host.Host
 	agg  *aggregator.Aggregator
@@ -46,17 +46,27 @@ var (
 	rejectedDesc = prometheus.NewDesc("xdsbridge_aggregator_rejected_items_total",
 		"Items (clusters, endpoints, resources) rejected by validation or merging, by reason.",
 		[]string{"reason"}, nil)
+	readyDesc = prometheus.NewDesc("xdsbridge_ready",
+		"1 once every source delivered its first full state (or the ready timeout passed) and it was published, as /readyz answers 200; 0 before.",
+		nil, nil)
 )
 
 // Describe implements prometheus.Collector.
 func (c *SourceCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{connectedDesc, restartsDesc, upDesc, lastUpdateDesc, staleDesc, clustersDesc, rejectedDesc} {
+	for _, d := range []*prometheus.Desc{connectedDesc, restartsDesc, upDesc, lastUpdateDesc, staleDesc, clustersDesc, rejectedDesc, readyDesc} {
 		ch <- d
 	}
 }
 
 // Collect implements prometheus.Collector.
 func (c *SourceCollector) Collect(ch chan<- prometheus.Metric) {
+	ready := false
+	select {
+	case <-c.agg.Ready():
+		ready = true
+	default:
+	}
+	ch <- prometheus.MustNewConstMetric(readyDesc, prometheus.GaugeValue, boolValue(ready))
 	agg := c.agg.SourceStatuses()
 	for _, st := range c.host.Statuses() {
 		a := agg[st.Name]
@@ -70,9 +80,23 @@ func (c *SourceCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	rejected := c.agg.Rejected()
+	for _, r := range rejectReasons {
+		if _, ok := rejected[r]; !ok {
+			rejected[r] = 0
+		}
+	}
 	for _, reason := range slices.Sorted(maps.Keys(rejected)) {
 		ch <- prometheus.MustNewConstMetric(rejectedDesc, prometheus.CounterValue, float64(rejected[reason]), reason)
 	}
+}
+
+// rejectReasons are the aggregator's rejection reasons, exported at 0 from
+// the start so that a rate or increase over the counter sees the first
+// rejection too.
+var rejectReasons = []string{
+	aggregator.ReasonEmptyClusterName, aggregator.ReasonBadAddress, aggregator.ReasonBadPort,
+	aggregator.ReasonBadHealth, aggregator.ReasonDuplicateEndpoint, aggregator.ReasonDuplicateCluster,
+	aggregator.ReasonBadOverlay, aggregator.ReasonBadResource, aggregator.ReasonConflict,
 }
 
 // connected reports whether a source is current: its plugin runs, it is not

@@ -8,17 +8,11 @@ if bin=$(command -v named 2>/dev/null) || bin=$(PATH=$PATH:/usr/sbin command -v 
 	exit 0
 fi
 
-if ! command -v apt-get >/dev/null 2>&1; then
-	echo "dns.sh: named not found and apt-get unavailable; install BIND 9 (named) by hand" >&2
-	exit 1
-fi
+bash "$(dirname "$0")/apt-install.sh" named bind9
+# The package starts a system named on port 53; the tests run their own and need none.
 sudo=
 if [ "$(id -u)" -ne 0 ]; then
 	sudo=sudo
 fi
-echo "installing bind9 (named)" >&2
-$sudo apt-get update >&2
-DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends bind9 >&2
-# The package starts a system named on port 53; the tests run their own and need none.
 $sudo systemctl disable --now named >/dev/null 2>&1 || true
 command -v named 2>/dev/null || PATH=$PATH:/usr/sbin command -v named

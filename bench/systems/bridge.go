@@ -18,10 +18,10 @@ import (
 	"github.com/xdsbridge/xdsbridge/bench/workload"
 	"github.com/xdsbridge/xdsbridge/internal/config"
 	"github.com/xdsbridge/xdsbridge/internal/host"
+	"github.com/xdsbridge/xdsbridge/sdk/overlay"
 	"github.com/xdsbridge/xdsbridge/xds"
 	"github.com/xdsbridge/xdsbridge/xds/conns"
 	"github.com/xdsbridge/xdsbridge/xds/store"
-	"github.com/xdsbridge/xdsbridge/xds/translate"
 )
 
 // Bridge is xdsbridge as it runs in production — plugin host, aggregator,
@@ -126,7 +126,7 @@ func (b *Bridge) Start(ctx context.Context, _ *workload.Model, init workload.Op)
 		Sources:      []string{workload.SourceName},
 		Debounce:     defaults.Aggregator.Debounce,
 		ReadyTimeout: defaults.Aggregator.ReadyTimeout,
-		CheckOverlay: translate.ValidateOverlay,
+		CheckOverlay: overlay.Validate,
 		Publish:      publish,
 	})
 	b.host = host.New(host.Options{Logger: logger.With("component", "host"), Sink: clock.Sink(agg)}, []host.Plugin{{

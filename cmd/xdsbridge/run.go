@@ -21,10 +21,10 @@ import (
 	"github.com/xdsbridge/xdsbridge/internal/security/adminauth"
 	"github.com/xdsbridge/xdsbridge/internal/security/allowlist"
 	"github.com/xdsbridge/xdsbridge/internal/security/certs"
+	"github.com/xdsbridge/xdsbridge/sdk/overlay"
 	"github.com/xdsbridge/xdsbridge/xds"
 	"github.com/xdsbridge/xdsbridge/xds/conns"
 	"github.com/xdsbridge/xdsbridge/xds/store"
-	"github.com/xdsbridge/xdsbridge/xds/translate"
 )
 
 type logFlags struct {
@@ -165,7 +165,7 @@ func serve(ctx context.Context, cfg *config.Config, plugins []host.Plugin, logge
 		Sources:      names,
 		Debounce:     cfg.Aggregator.Debounce,
 		ReadyTimeout: cfg.Aggregator.ReadyTimeout,
-		CheckOverlay: translate.ValidateOverlay,
+		CheckOverlay: overlay.Validate,
 		Publish:      pub.Publish,
 	})
 	h := host.New(host.Options{Logger: logger.With("component", "host"), Sink: clock.Sink(agg)}, plugins)

@@ -19,7 +19,7 @@ import (
 	"github.com/xdsbridge/xdsbridge/internal/suggest"
 	"github.com/xdsbridge/xdsbridge/internal/yamlnode"
 	"github.com/xdsbridge/xdsbridge/sdk"
-	"github.com/xdsbridge/xdsbridge/xds/translate"
+	"github.com/xdsbridge/xdsbridge/sdk/overlay"
 
 	// Resource types a file may serve, and the typed configs their Any
 	// fields most often hold, registered so their "@type" resolves.
@@ -188,7 +188,7 @@ func (p *fileParser) cluster(path string, line int, n *yaml.Node) (sdk.Cluster, 
 		key *yaml.Node
 		val any
 	}
-	var overlay []field
+	var overlayFields []field
 	for _, pr := range p.pairs(n, path) {
 		k, v := pr.Key, pr.Val
 		switch k.Value {
@@ -204,7 +204,7 @@ func (p *fileParser) cluster(path string, line int, n *yaml.Node) (sdk.Cluster, 
 		default:
 			val, ok := p.value(path+"."+k.Value, k, v, false)
 			if ok {
-				overlay = append(overlay, field{k, val})
+				overlayFields = append(overlayFields, field{k, val})
 			}
 		}
 	}
@@ -216,9 +216,9 @@ func (p *fileParser) cluster(path string, line int, n *yaml.Node) (sdk.Cluster, 
 	// then all of them together.
 	fields := map[string]any{}
 	good := true
-	for _, f := range overlay {
+	for _, f := range overlayFields {
 		fields[f.key.Value] = f.val
-		if _, err := translate.ParseOverlay(map[string]any{f.key.Value: f.val}); err != nil {
+		if _, err := overlay.Parse(map[string]any{f.key.Value: f.val}); err != nil {
 			good = false
 			if s := suggest.Hint(f.key.Value, []string{"name", "endpoints"}); s != "" && strings.Contains(err.Error(), "unknown field") {
 				p.errorf(f.key.Line, "%s: unknown key %q%s", path, f.key.Value, s)
@@ -229,7 +229,7 @@ func (p *fileParser) cluster(path string, line int, n *yaml.Node) (sdk.Cluster, 
 		}
 	}
 	if good && len(fields) > 0 {
-		b, err := translate.ParseOverlay(fields)
+		b, err := overlay.Parse(fields)
 		if err != nil {
 			p.errorf(line, "%s: %s", path, overlayMessage(err))
 		}
@@ -238,7 +238,7 @@ func (p *fileParser) cluster(path string, line int, n *yaml.Node) (sdk.Cluster, 
 	return c, nameLine, len(p.errs) == nerrs
 }
 
-// overlayMessage is a ParseOverlay error without its "overlay: " prefix.
+// overlayMessage is an overlay.Parse error without its "overlay: " prefix.
 func overlayMessage(err error) string {
 	return strings.TrimPrefix(err.Error(), "overlay: ")
 }

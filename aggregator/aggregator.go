@@ -13,7 +13,6 @@ import (
 	"context"
 	"log/slog"
 	"maps"
-	"reflect"
 	"slices"
 	"sync"
 	"time"
@@ -186,7 +185,7 @@ func (a *Aggregator) Apply(source string, u sdk.Update) {
 			}
 		}
 		for name, old := range s.clusters {
-			if nc, ok := next[name]; !ok || !clusterEqual(old, nc) {
+			if nc, ok := next[name]; !ok || !old.Equal(nc) {
 				a.dirty[name] = struct{}{}
 				changed = true
 			}
@@ -223,7 +222,7 @@ func (a *Aggregator) Apply(source string, u sdk.Update) {
 		}
 	} else {
 		for _, c := range clusters {
-			if old, ok := s.clusters[c.Name]; !ok || !clusterEqual(old, c) {
+			if old, ok := s.clusters[c.Name]; !ok || !old.Equal(c) {
 				s.clusters[c.Name] = c
 				a.dirty[c.Name] = struct{}{}
 				changed = true
@@ -266,28 +265,6 @@ func (a *Aggregator) Apply(source string, u sdk.Update) {
 }
 
 func quote(s string) string { return `"` + s + `"` }
-
-// clusterEqual reports whether two validated clusters are the same.
-func clusterEqual(a, b *sdk.Cluster) bool {
-	if a == b {
-		return true
-	}
-	if a.Name != b.Name || string(a.Overlay) != string(b.Overlay) || len(a.Endpoints) != len(b.Endpoints) {
-		return false
-	}
-	for i := range a.Endpoints {
-		if !endpointEqual(&a.Endpoints[i], &b.Endpoints[i]) {
-			return false
-		}
-	}
-	return true
-}
-
-func endpointEqual(x, y *sdk.Endpoint) bool {
-	return x.Address == y.Address && x.Port == y.Port && x.Weight == y.Weight && x.Health == y.Health &&
-		x.Locality == y.Locality && x.Priority == y.Priority && x.Hostname == y.Hostname &&
-		len(x.Metadata) == len(y.Metadata) && (len(x.Metadata) == 0 || reflect.DeepEqual(x.Metadata, y.Metadata))
-}
 
 // Run builds and publishes changes until ctx ends.
 func (a *Aggregator) Run(ctx context.Context) error {

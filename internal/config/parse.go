@@ -21,6 +21,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/xdsbridge/xdsbridge/internal/builtin"
 	"github.com/xdsbridge/xdsbridge/internal/security/allowlist"
 	"github.com/xdsbridge/xdsbridge/internal/suggest"
 	"github.com/xdsbridge/xdsbridge/internal/yamlnode"
@@ -719,9 +720,9 @@ func (p *parser) plugin(path string, line int, n *yaml.Node) (Plugin, int, bool)
 			if s, ok := p.str(kpath, k, v); ok {
 				switch {
 				case s == "":
-					p.errorf(k.Line, "%s: must not be empty (built-in types: %s)", kpath, strings.Join(BuiltinTypes(), ", "))
-				case !slices.Contains(BuiltinTypes(), s):
-					p.errorf(k.Line, "%s: unknown built-in type %q%s; for a third-party plugin, set command instead", kpath, s, suggestion(s, BuiltinTypes()))
+					p.errorf(k.Line, "%s: must not be empty (built-in types: %s)", kpath, strings.Join(builtin.Types(), ", "))
+				case !slices.Contains(builtin.Types(), s):
+					p.errorf(k.Line, "%s: unknown built-in type %q%s; for a third-party plugin, set command instead", kpath, s, suggestion(s, builtin.Types()))
 				default:
 					pl.Type = s
 				}
@@ -765,7 +766,7 @@ func (p *parser) plugin(path string, line int, n *yaml.Node) (Plugin, int, bool)
 	}
 	switch {
 	case typeKey == nil && cmdKey == nil:
-		p.errorf(line, "%s: set type (a built-in: %s) or command (a third-party plugin)", path, strings.Join(BuiltinTypes(), ", "))
+		p.errorf(line, "%s: set type (a built-in: %s) or command (a third-party plugin)", path, strings.Join(builtin.Types(), ", "))
 	case typeKey != nil && cmdKey != nil:
 		p.errorf(max(typeKey.Line, cmdKey.Line), "%s: set type or command, not both (type at line %d, command at line %d)", path, typeKey.Line, cmdKey.Line)
 	case typeKey != nil && shaKey != nil:

@@ -629,5 +629,5 @@ func TestReliabilityResourceShadowsCluster(t *testing.T) {
 		}
 	}
 	knownBug(t, s.removals == 0 && slices.Contains(served, "good@good"),
-		"aggregator/xds.Publisher: a plugin's raw Cluster resource named like another source's cluster replaces the generated cluster in the store, and removing the resource removes the cluster from clients (removals seen: %v; CDS served: %v)", s.events, served)
+		"aggregator/publish.Publisher: a plugin's raw Cluster resource named like another source's cluster replaces the generated cluster in the store, and removing the resource removes the cluster from clients (removals seen: %v; CDS served: %v)", s.events, served)
 }

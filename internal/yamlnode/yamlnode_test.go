@@ -29,12 +29,9 @@ func TestPairs(t *testing.T) {
 			}
 			root := doc.Content[0]
 			var errs []string
-			w := Walker{
-				Errorf: func(line int, format string, args ...any) {
-					errs = append(errs, fmt.Sprintf("%d: ", line)+fmt.Sprintf(format, args...))
-				},
-				Spend: func(int) bool { return true },
-			}
+			w := NewReader(len(tc.in), func(line int, msg string) {
+				errs = append(errs, fmt.Sprintf("%d: ", line)+msg)
+			})
 			target := root
 			if root.Content[0].Value != "a" {
 				for i := 0; i+1 < len(root.Content); i += 2 {
@@ -62,7 +59,8 @@ func TestSpendStops(t *testing.T) {
 	if err := yaml.Unmarshal([]byte("a: 1\n"), &doc); err != nil {
 		t.Fatal(err)
 	}
-	w := Walker{Errorf: func(int, string, ...any) {}, Spend: func(int) bool { return false }}
+	w := NewReader(0, func(int, string) {})
+	w.Spend(10_001)
 	if got := w.Pairs(doc.Content[0], ""); got != nil {
 		t.Fatalf("a spent budget still returned %d pairs", len(got))
 	}

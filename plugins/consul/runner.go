@@ -22,7 +22,7 @@ import (
 //   - Dedicated mode, while the selected services (over all datacenters)
 //     fit the connection budget less one catalog query per datacenter:
 //     every service has its own blocking query on /v1/health/service.
-//   - Shared mode, beyond that: see shared.go.
+//   - Shared mode, beyond that: see queue.go.
 //
 // Either way at most max_connections requests, and so connections, are open.
 type runner struct {

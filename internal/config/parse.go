@@ -552,30 +552,12 @@ func (p *parser) plugins(k, v *yaml.Node) []Plugin {
 		p.Errorf(k.Line, "plugins: expected a list of plugins, found %s", yamlnode.Describe(v))
 		return nil
 	}
-	var out []Plugin
-	names := map[string]int{}
-	for i, e := range v.Content {
-		path := fmt.Sprintf("plugins[%d]", i)
-		line := e.Line
-		e = yamlnode.Resolve(e)
-		if e.Kind != yaml.MappingNode {
-			p.Errorf(line, "%s: expected a mapping with name, type or command, and config; found %s", path, yamlnode.Describe(e))
-			continue
-		}
-		pl, nameLine, ok := p.plugin(path, line, e)
-		if pl.Name != "" {
-			if first, dup := names[pl.Name]; dup {
-				p.Errorf(nameLine, "%s.name: duplicate plugin name %q (first at line %d)", path, pl.Name, first)
-				ok = false
-			} else {
-				names[pl.Name] = nameLine
-			}
-		}
-		if ok {
-			out = append(out, pl)
-		}
-	}
-	return out
+	return yamlnode.Named(p.Reader, "plugins", v.Content,
+		"expected a mapping with name, type or command, and config; found", "duplicate plugin name",
+		func(path string, line int, n *yaml.Node) (Plugin, string, int, bool) {
+			pl, nameLine, ok := p.plugin(path, line, n)
+			return pl, pl.Name, nameLine, ok
+		})
 }
 
 // plugin walks one entry of the plugins list. It returns the line of the

@@ -267,3 +267,39 @@ func (r *Reader) mergeSources(v *yaml.Node, path string) []Pair {
 		return nil
 	}
 }
+
+// Named reads entries, the items of the list at path, as mappings with
+// unique names: an item that is not a mapping is reported as
+// "path[i]: <notMapping> <what it is>"; read parses each mapping (at path
+// "path[i]", starting at line) and returns its value, its name, the line of
+// its name and whether it is free of problems; a name an earlier item
+// already has is reported at its line as "path[i].name: <duplicate> "x"
+// (first at line N)". It returns the values of the items free of problems,
+// in order.
+func Named[T any](r *Reader, path string, entries []*yaml.Node, notMapping, duplicate string,
+	read func(path string, line int, n *yaml.Node) (v T, name string, nameLine int, ok bool)) []T {
+	var out []T
+	seen := map[string]int{}
+	for i, e := range entries {
+		p := fmt.Sprintf("%s[%d]", path, i)
+		line := e.Line
+		e = Resolve(e)
+		if e.Kind != yaml.MappingNode {
+			r.Errorf(line, "%s: %s %s", p, notMapping, Describe(e))
+			continue
+		}
+		v, name, nameLine, ok := read(p, line, e)
+		if name != "" {
+			if first, dup := seen[name]; dup {
+				r.Errorf(nameLine, "%s.name: %s %q (first at line %d)", p, duplicate, name, first)
+				ok = false
+			} else {
+				seen[name] = nameLine
+			}
+		}
+		if ok {
+			out = append(out, v)
+		}
+	}
+	return out
+}

@@ -110,28 +110,14 @@ func (p *fileParser) parse(data []byte) sdk.Update {
 }
 
 func (p *fileParser) clusters(k, v *yaml.Node) []sdk.Cluster {
-	out := []sdk.Cluster{}
-	seen := map[string]int{}
-	for i, e := range p.List("clusters", k, v) {
-		path := fmt.Sprintf("clusters[%d]", i)
-		line := e.Line
-		e = yamlnode.Resolve(e)
-		if e.Kind != yaml.MappingNode {
-			p.Errorf(line, "%s: expected a mapping with name and endpoints, found %s", path, yamlnode.Describe(e))
-			continue
-		}
-		c, nameLine, ok := p.cluster(path, line, e)
-		if c.Name != "" {
-			if first, dup := seen[c.Name]; dup {
-				p.Errorf(nameLine, "%s.name: duplicate cluster %q (first at line %d)", path, c.Name, first)
-				ok = false
-			} else {
-				seen[c.Name] = nameLine
-			}
-		}
-		if ok {
-			out = append(out, c)
-		}
+	out := yamlnode.Named(p.Reader, "clusters", p.List("clusters", k, v),
+		"expected a mapping with name and endpoints, found", "duplicate cluster",
+		func(path string, line int, n *yaml.Node) (sdk.Cluster, string, int, bool) {
+			c, nameLine, ok := p.cluster(path, line, n)
+			return c, c.Name, nameLine, ok
+		})
+	if out == nil {
+		return []sdk.Cluster{}
 	}
 	return out
 }

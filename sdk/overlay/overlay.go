@@ -7,8 +7,8 @@
 // bytes in sdk.Cluster.Overlay; the aggregator checks them with Validate
 // and the translator builds the served cluster with Cluster. All three
 // apply the same rules, so an overlay a plugin accepts is one that is
-// served. The package depends on Envoy's cluster protos and nothing else of
-// xdsbridge.
+// served. The package depends on Envoy's cluster protos, not on the
+// aggregator, the translator or the xDS server.
 package overlay
 
 import (

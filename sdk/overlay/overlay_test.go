@@ -151,6 +151,43 @@ func TestParseDeterministic(t *testing.T) {
 	}
 }
 
+// TestClusterAndValidate: Cluster builds the EDS cluster with the overlay
+// on top, and Validate accepts exactly the overlays Cluster accepts.
+func TestClusterAndValidate(t *testing.T) {
+	marshal := func(c *clusterv3.Cluster) []byte {
+		b, err := proto.MarshalOptions{Deterministic: true}.Marshal(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	tests := []struct {
+		name    string
+		overlay []byte
+		wantErr string
+	}{
+		{name: "none"},
+		{name: "lb_policy", overlay: marshal(&clusterv3.Cluster{LbPolicy: clusterv3.Cluster_RING_HASH})},
+		{name: "forbidden", overlay: marshal(&clusterv3.Cluster{Name: "x"}), wantErr: `overlay: field "name" may not be set`},
+		{name: "invalid", overlay: marshal(&clusterv3.Cluster{ConnectTimeout: durationpb.New(-time.Second)}), wantErr: "overlay makes an invalid cluster"},
+		{name: "garbage", overlay: []byte{0xff}, wantErr: "overlay: "},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cl, err := overlay.Cluster("web", tt.overlay, nil)
+			checkErr(t, err, tt.wantErr)
+			checkErr(t, overlay.Validate(tt.overlay), tt.wantErr)
+			if err != nil {
+				return
+			}
+			if cl.GetName() != "web" || cl.GetType() != clusterv3.Cluster_EDS || cl.GetEdsClusterConfig().GetServiceName() != "web" ||
+				cl.GetEdsClusterConfig().GetEdsConfig().GetAds() == nil || cl.GetConnectTimeout().AsDuration() != overlay.DefaultConnectTimeout {
+				t.Errorf("Cluster = %v; want the EDS cluster web over ADS with the default connect_timeout", cl)
+			}
+		})
+	}
+}
+
 func checkErr(t *testing.T, err error, want string) {
 	t.Helper()
 	switch {

@@ -19,7 +19,7 @@ import (
 func TestNoServerDeps(t *testing.T) {
 	const module = "github.com/xdsbridge/xdsbridge"
 	forbidden := func(path string) bool {
-		for _, p := range []string{"xds", "aggregator", "internal/bridge", "cmd"} {
+		for _, p := range []string{"xds", "aggregator", "internal/publish", "internal/bridge", "cmd"} {
 			if path == module+"/"+p || strings.HasPrefix(path, module+"/"+p+"/") {
 				return true
 			}

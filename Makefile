@@ -59,6 +59,7 @@ test: test-deps build
 	XDSBRIDGE_CHROMIUM=$$(bash test/tools/chromium.sh) \
 	XDSBRIDGE_CONSUL=$$(bash test/tools/consul.sh) XDSBRIDGE_BIN=$(CURDIR)/$(BIN) XDSBRIDGE_REQUIRE_PEERS=1 \
 		$(TOOLS)/testsum $(GO) test -json -race -timeout 20m -count=1 ./...
+	cd bench && $(GO) test -race -timeout 20m -count=1 ./...
 	$(MAKE) test-deploy
 
 # test-deploy tests deploy/ (its own Go module, so that the Kubernetes types
@@ -73,10 +74,12 @@ test-deploy: test-deps build image
 # test-short runs the tests that need no external peers.
 test-short:
 	$(GO) test -short -count=1 ./...
+	cd bench && $(GO) test -short -count=1 ./...
 
 vet:
 	$(GO) vet ./...
 	cd deploy && $(GO) vet ./...
+	cd bench && $(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
 
 proto:
@@ -88,15 +91,17 @@ proto:
 		--go-grpc_out=. --go-grpc_opt=module=github.com/xdsbridge/xdsbridge \
 		proto/source/v1/source.proto
 
+# The benchmark is a module of its own (bench/go.mod), so that its
+# dependencies stay out of the root module's.
 bench:
-	$(GO) run ./cmd/xdsbench --profile quick --out bench/results --publish docs/perf
+	cd bench && $(GO) run ./cmd/xdsbench --profile quick --out results --publish ../docs/perf
 
 bench-full:
-	$(GO) run ./cmd/xdsbench --profile full --out bench/results
+	cd bench && $(GO) run ./cmd/xdsbench --profile full --out results
 
 # bench-micro runs the per-stage microbenchmarks.
 bench-micro:
-	$(GO) test -run '^$$' -bench . -benchmem ./bench/
+	cd bench && $(GO) test -run '^$$' -bench . -benchmem .
 
 FUZZTIME     ?= 5m
 FUZZ_TARGETS := ./internal/config:FuzzParse ./plugins/static:FuzzParseFile ./aggregator:FuzzApply ./xds:FuzzRESTRequest ./internal/wire:FuzzAssembler

@@ -13,7 +13,6 @@ import (
 	"context"
 	"log/slog"
 	"maps"
-	"reflect"
 	"slices"
 	"sync"
 	"time"
@@ -128,39 +127,7 @@ func (a *Aggregator) SourceStatuses() map[string]SourceStatus {
 // Apply takes one update from source. It validates the update's items,
 // records them, and wakes the builder; it does not wait for the build.
 func (a *Aggregator) Apply(source string, u sdk.Update) {
-	var rejected []rejection
-
-	// Validate outside the lock: it is the costly part.
-	clusters := make([]*sdk.Cluster, 0, len(u.Clusters))
-	seen := make(map[string]struct{}, len(u.Clusters))
-	for i := range u.Clusters {
-		c, rej, ok := validateCluster(source, &u.Clusters[i], a.opts.CheckOverlay)
-		rejected = append(rejected, rej...)
-		if !ok {
-			continue
-		}
-		if _, dup := seen[c.Name]; dup {
-			rejected = append(rejected, rejection{ReasonDuplicateCluster, "source " + quote(source) + ": cluster " + quote(c.Name) + " sent twice in one update; the first is used"})
-			continue
-		}
-		seen[c.Name] = struct{}{}
-		clusters = append(clusters, c)
-	}
-	var badClusters []string // names whose update was rejected: keep what we had
-	for i := range u.Clusters {
-		if _, ok := seen[u.Clusters[i].Name]; !ok && u.Clusters[i].Name != "" {
-			badClusters = append(badClusters, u.Clusters[i].Name)
-		}
-	}
-	resources := make([]*sdk.Resource, 0, len(u.Resources))
-	for i := range u.Resources {
-		r, rej := validateResource(source, &u.Resources[i])
-		if rej != nil {
-			rejected = append(rejected, *rej)
-			continue
-		}
-		resources = append(resources, &r)
-	}
+	v := a.validate(source, &u) // outside the lock: it is the costly part
 
 	a.mu.Lock()
 	s := a.sources[source]
@@ -168,93 +135,21 @@ func (a *Aggregator) Apply(source string, u sdk.Update) {
 		s = newSourceState()
 		a.sources[source] = s
 	}
-	for _, r := range rejected {
+	for _, r := range v.rejected {
 		a.rejected[r.reason]++
 	}
 	if u.Status != nil {
 		s.status = *u.Status
 	}
-	changed := false
+	var changed bool
 	if u.Full {
-		next := make(map[string]*sdk.Cluster, len(clusters))
-		for _, c := range clusters {
-			next[c.Name] = c
-		}
-		for _, name := range badClusters { // rejected now: keep the last good one
-			if old, ok := s.clusters[name]; ok {
-				next[name] = old
-			}
-		}
-		for name, old := range s.clusters {
-			if nc, ok := next[name]; !ok || !clusterEqual(old, nc) {
-				a.dirty[name] = struct{}{}
-				changed = true
-			}
-		}
-		for name := range next {
-			if _, ok := s.clusters[name]; !ok {
-				a.dirty[name] = struct{}{}
-				changed = true
-			}
-		}
-		s.clusters = next
-
-		nextRes := make(map[sdk.ResourceRef]*sdk.Resource, len(resources))
-		for _, r := range resources {
-			nextRes[sdk.ResourceRef{TypeURL: r.TypeURL, Name: r.Name}] = r
-		}
-		for ref, old := range s.resources {
-			if nr, ok := nextRes[ref]; !ok || string(nr.Value) != string(old.Value) {
-				a.dirtyRes[ref] = struct{}{}
-				changed = true
-			}
-		}
-		for ref := range nextRes {
-			if _, ok := s.resources[ref]; !ok {
-				a.dirtyRes[ref] = struct{}{}
-				changed = true
-			}
-		}
-		s.resources = nextRes
-		if !s.full {
-			s.full = true
-			delete(a.waiting, source)
-			changed = true
-		}
+		changed = a.replaceAll(source, s, v)
 	} else {
-		for _, c := range clusters {
-			if old, ok := s.clusters[c.Name]; !ok || !clusterEqual(old, c) {
-				s.clusters[c.Name] = c
-				a.dirty[c.Name] = struct{}{}
-				changed = true
-			}
-		}
-		for _, name := range u.RemovedClusters {
-			if _, ok := s.clusters[name]; ok {
-				delete(s.clusters, name)
-				a.dirty[name] = struct{}{}
-				changed = true
-			}
-		}
-		for _, r := range resources {
-			ref := sdk.ResourceRef{TypeURL: r.TypeURL, Name: r.Name}
-			if old, ok := s.resources[ref]; !ok || string(old.Value) != string(r.Value) {
-				s.resources[ref] = r
-				a.dirtyRes[ref] = struct{}{}
-				changed = true
-			}
-		}
-		for _, ref := range u.RemovedResources {
-			if _, ok := s.resources[ref]; ok {
-				delete(s.resources, ref)
-				a.dirtyRes[ref] = struct{}{}
-				changed = true
-			}
-		}
+		changed = a.applyChanges(s, v, u.RemovedClusters, u.RemovedResources)
 	}
 	a.mu.Unlock()
 
-	for _, r := range rejected {
+	for _, r := range v.rejected {
 		a.opts.Logger.Warn("rejected item", "reason", r.reason, "detail", r.msg)
 	}
 	if changed {
@@ -267,26 +162,140 @@ func (a *Aggregator) Apply(source string, u sdk.Update) {
 
 func quote(s string) string { return `"` + s + `"` }
 
-// clusterEqual reports whether two validated clusters are the same.
-func clusterEqual(a, b *sdk.Cluster) bool {
-	if a == b {
-		return true
+// validated is what of an update passed validation.
+type validated struct {
+	clusters  []*sdk.Cluster
+	resources []*sdk.Resource
+	// badClusters names clusters whose item was rejected: their last good
+	// state is kept.
+	badClusters []string
+	rejected    []rejection
+}
+
+// validate checks every item of u, keeping the first of clusters sent
+// twice.
+func (a *Aggregator) validate(source string, u *sdk.Update) validated {
+	var v validated
+	v.clusters = make([]*sdk.Cluster, 0, len(u.Clusters))
+	seen := make(map[string]struct{}, len(u.Clusters))
+	for i := range u.Clusters {
+		c, rej, ok := validateCluster(source, &u.Clusters[i], a.opts.CheckOverlay)
+		v.rejected = append(v.rejected, rej...)
+		if !ok {
+			continue
+		}
+		if _, dup := seen[c.Name]; dup {
+			v.rejected = append(v.rejected, rejection{ReasonDuplicateCluster, "source " + quote(source) + ": cluster " + quote(c.Name) + " sent twice in one update; the first is used"})
+			continue
+		}
+		seen[c.Name] = struct{}{}
+		v.clusters = append(v.clusters, c)
 	}
-	if a.Name != b.Name || string(a.Overlay) != string(b.Overlay) || len(a.Endpoints) != len(b.Endpoints) {
-		return false
-	}
-	for i := range a.Endpoints {
-		if !endpointEqual(&a.Endpoints[i], &b.Endpoints[i]) {
-			return false
+	for i := range u.Clusters {
+		if _, ok := seen[u.Clusters[i].Name]; !ok && u.Clusters[i].Name != "" {
+			v.badClusters = append(v.badClusters, u.Clusters[i].Name)
 		}
 	}
+	v.resources = make([]*sdk.Resource, 0, len(u.Resources))
+	for i := range u.Resources {
+		r, rej := validateResource(source, &u.Resources[i])
+		if rej != nil {
+			v.rejected = append(v.rejected, *rej)
+			continue
+		}
+		v.resources = append(v.resources, &r)
+	}
+	return v
+}
+
+// replaceAll makes v, a full state, the state of source s, keeping the last
+// good state of its rejected clusters, and marks what changed dirty. The
+// source's first full state also ends its wait. a.mu is held.
+func (a *Aggregator) replaceAll(source string, s *sourceState, v validated) bool {
+	next := make(map[string]*sdk.Cluster, len(v.clusters))
+	for _, c := range v.clusters {
+		next[c.Name] = c
+	}
+	for _, name := range v.badClusters { // rejected now: keep the last good one
+		if old, ok := s.clusters[name]; ok {
+			next[name] = old
+		}
+	}
+	nextRes := make(map[sdk.ResourceRef]*sdk.Resource, len(v.resources))
+	for _, r := range v.resources {
+		nextRes[refOf(r)] = r
+	}
+	changed := replace(&s.clusters, next, (*sdk.Cluster).Equal, a.dirty)
+	changed = replace(&s.resources, nextRes, resourceEqual, a.dirtyRes) || changed
+	if !s.full {
+		s.full = true
+		delete(a.waiting, source)
+		changed = true
+	}
+	return changed
+}
+
+// applyChanges applies v, a change set, and the removals to source s, and
+// marks what changed dirty. a.mu is held.
+func (a *Aggregator) applyChanges(s *sourceState, v validated, removed []string, removedRes []sdk.ResourceRef) bool {
+	changed := false
+	for _, c := range v.clusters {
+		changed = upsert(s.clusters, c.Name, c, (*sdk.Cluster).Equal, a.dirty) || changed
+	}
+	for _, name := range removed {
+		changed = remove(s.clusters, name, a.dirty) || changed
+	}
+	for _, r := range v.resources {
+		changed = upsert(s.resources, refOf(r), r, resourceEqual, a.dirtyRes) || changed
+	}
+	for _, ref := range removedRes {
+		changed = remove(s.resources, ref, a.dirtyRes) || changed
+	}
+	return changed
+}
+
+func refOf(r *sdk.Resource) sdk.ResourceRef { return sdk.ResourceRef{TypeURL: r.TypeURL, Name: r.Name} }
+
+func resourceEqual(a, b *sdk.Resource) bool { return string(a.Value) == string(b.Value) }
+
+// replace sets *cur to next and marks dirty every key the two do not hold
+// equal values for. It reports whether there was any.
+func replace[K comparable, V any](cur *map[K]V, next map[K]V, equal func(a, b V) bool, dirty map[K]struct{}) bool {
+	changed := false
+	for k, old := range *cur {
+		if nv, ok := next[k]; !ok || !equal(old, nv) {
+			dirty[k] = struct{}{}
+			changed = true
+		}
+	}
+	for k := range next {
+		if _, ok := (*cur)[k]; !ok {
+			dirty[k] = struct{}{}
+			changed = true
+		}
+	}
+	*cur = next
+	return changed
+}
+
+// upsert sets m[k] to v and marks k dirty, unless m holds an equal value.
+func upsert[K comparable, V any](m map[K]V, k K, v V, equal func(a, b V) bool, dirty map[K]struct{}) bool {
+	if old, ok := m[k]; ok && equal(old, v) {
+		return false
+	}
+	m[k] = v
+	dirty[k] = struct{}{}
 	return true
 }
 
-func endpointEqual(x, y *sdk.Endpoint) bool {
-	return x.Address == y.Address && x.Port == y.Port && x.Weight == y.Weight && x.Health == y.Health &&
-		x.Locality == y.Locality && x.Priority == y.Priority && x.Hostname == y.Hostname &&
-		len(x.Metadata) == len(y.Metadata) && (len(x.Metadata) == 0 || reflect.DeepEqual(x.Metadata, y.Metadata))
+// remove deletes k from m and marks it dirty, if m holds it.
+func remove[K comparable, V any](m map[K]V, k K, dirty map[K]struct{}) bool {
+	if _, ok := m[k]; !ok {
+		return false
+	}
+	delete(m, k)
+	dirty[k] = struct{}{}
+	return true
 }
 
 // Run builds and publishes changes until ctx ends.

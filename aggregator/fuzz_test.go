@@ -22,6 +22,7 @@ import (
 
 	"github.com/xdsbridge/xdsbridge/aggregator"
 	"github.com/xdsbridge/xdsbridge/sdk"
+	"github.com/xdsbridge/xdsbridge/sdk/overlay"
 	"github.com/xdsbridge/xdsbridge/xds/translate"
 )
 
@@ -148,7 +149,7 @@ func run(t *testing.T, ops []op, sync_ bool) []*aggregator.Change {
 		got     = make(chan string, 1024)
 	)
 	a := aggregator.New(aggregator.Options{
-		CheckOverlay: translate.ValidateOverlay,
+		CheckOverlay: overlay.Validate,
 		Publish: func(_ context.Context, c *aggregator.Change) {
 			mu.Lock()
 			changes = append(changes, c)

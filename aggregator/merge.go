@@ -78,7 +78,7 @@ func mergedEqual(a, b *Cluster) bool {
 	}
 	for i := range a.Endpoints {
 		x, y := &a.Endpoints[i], &b.Endpoints[i]
-		if !slices.Equal(x.Sources, y.Sources) || !endpointEqual(&x.Endpoint, &y.Endpoint) {
+		if !slices.Equal(x.Sources, y.Sources) || !x.Endpoint.Equal(&y.Endpoint) {
 			return false
 		}
 	}

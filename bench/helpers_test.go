@@ -33,7 +33,7 @@ var (
 	buildErr  error
 )
 
-// benchBinary builds cmd/xdsbench once: the synthetic plugin and the client
+// benchBinary builds bench/cmd/xdsbench once: the synthetic plugin and the client
 // process are its hidden subcommands. Tests that need it are skipped with
 // -short.
 func benchBinary(tb testing.TB) string {
@@ -47,7 +47,7 @@ func benchBinary(tb testing.TB) string {
 			return
 		}
 		binary = filepath.Join(binDir, "xdsbench")
-		out, err := exec.CommandContext(context.Background(), "go", "build", "-o", binary, "github.com/xdsbridge/xdsbridge/cmd/xdsbench").CombinedOutput()
+		out, err := exec.CommandContext(context.Background(), "go", "build", "-o", binary, "github.com/xdsbridge/xdsbridge/bench/cmd/xdsbench").CombinedOutput()
 		if err != nil {
 			buildErr = fmt.Errorf("%w\n%s", err, out)
 		}

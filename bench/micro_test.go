@@ -23,6 +23,7 @@ import (
 	"github.com/xdsbridge/xdsbridge/bench/workload"
 	"github.com/xdsbridge/xdsbridge/internal/host"
 	"github.com/xdsbridge/xdsbridge/sdk"
+	"github.com/xdsbridge/xdsbridge/sdk/overlay"
 	"github.com/xdsbridge/xdsbridge/xds/store"
 	"github.com/xdsbridge/xdsbridge/xds/translate"
 )
@@ -47,7 +48,7 @@ func states(clusters, endpoints int) [2][]sdk.Cluster {
 func runAggregator(b *testing.B, published chan struct{}) *aggregator.Aggregator {
 	agg := aggregator.New(aggregator.Options{
 		Sources:      []string{"s"},
-		CheckOverlay: translate.ValidateOverlay,
+		CheckOverlay: overlay.Validate,
 		Publish:      func(context.Context, *aggregator.Change) { published <- struct{}{} },
 	})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -205,7 +206,7 @@ func BenchmarkPluginIPC(b *testing.B) {
 	published := make(chan struct{}, 1)
 	agg := aggregator.New(aggregator.Options{
 		Sources:      []string{workload.SourceName},
-		CheckOverlay: translate.ValidateOverlay,
+		CheckOverlay: overlay.Validate,
 		Publish:      func(context.Context, *aggregator.Change) { published <- struct{}{} },
 	})
 	h := host.New(host.Options{Logger: slog.New(slog.DiscardHandler), Sink: agg}, []host.Plugin{{

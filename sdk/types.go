@@ -110,7 +110,8 @@ type Cluster struct {
 	// Overlay is a serialized envoy.config.cluster.v3.Cluster whose set fields
 	// are merged onto the generated EDS cluster (connect_timeout, lb_policy,
 	// circuit breakers, …). Name, type, eds_cluster_config and
-	// load_assignment may not be set. Nil for none.
+	// load_assignment may not be set. Nil for none. sdk/overlay builds one
+	// from configuration fields (overlay.Parse) and checks it (overlay.Validate).
 	Overlay []byte
 }
 

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/xdsbridge/xdsbridge/aggregator"
+	"github.com/xdsbridge/xdsbridge/internal/publish"
 	"github.com/xdsbridge/xdsbridge/xds/store"
 )
 
@@ -21,7 +22,7 @@ import (
 func BenchmarkACKAttribution(b *testing.B) {
 	logger := slog.New(slog.DiscardHandler)
 	st := store.New(logger)
-	pub := &Publisher{Store: st, Logger: logger}
+	pub := &publish.Publisher{Store: st, Logger: logger}
 	change := &aggregator.Change{}
 	for i := range 1000 {
 		change.Clusters = append(change.Clusters, cluster(fmt.Sprintf("cluster-%04d", i), 80))

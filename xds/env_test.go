@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/xdsbridge/xdsbridge/aggregator"
+	"github.com/xdsbridge/xdsbridge/internal/publish"
 	"github.com/xdsbridge/xdsbridge/xds/conns"
 	"github.com/xdsbridge/xdsbridge/xds/store"
 )
@@ -26,7 +27,7 @@ import (
 type env struct {
 	t        *testing.T
 	srv      *Server
-	pub      *Publisher
+	pub      *publish.Publisher
 	clients  *conns.Registry
 	metrics  *prometheus.Registry
 	logs     *lockedBuffer
@@ -57,13 +58,15 @@ func startEnv(t *testing.T, opts Options) *env {
 	if opts.Clients == nil {
 		opts.Clients = conns.New(conns.Options{History: 100, RESTIdle: time.Minute})
 	}
+	clock, _ := opts.Clock.(*publish.PushClock)
 	if opts.Clock == nil {
-		opts.Clock = NewPushClock()
+		clock = publish.NewPushClock()
+		opts.Clock = clock
 	}
 	reg := prometheus.NewRegistry()
 	opts.Metrics = reg
 	e := &env{t: t, srv: New(opts), clients: opts.Clients, metrics: reg, logs: logs, done: make(chan error, 1)}
-	e.pub = &Publisher{Store: opts.Store, Logger: opts.Logger, Clock: opts.Clock}
+	e.pub = &publish.Publisher{Store: opts.Store, Logger: opts.Logger, Clock: clock}
 	ctx, cancel := context.WithCancel(context.Background())
 	e.cancel = cancel
 	go func() { e.done <- e.srv.Run(ctx) }()

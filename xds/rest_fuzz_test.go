@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/xdsbridge/xdsbridge/aggregator"
+	"github.com/xdsbridge/xdsbridge/internal/publish"
 	"github.com/xdsbridge/xdsbridge/xds/store"
 )
 
@@ -83,7 +84,7 @@ func FuzzRESTRequest(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	pub := &Publisher{Store: st, Logger: logger}
+	pub := &publish.Publisher{Store: st, Logger: logger}
 	pub.Publish(ctx, &aggregator.Change{Clusters: []*aggregator.Cluster{cluster("a", 80, 81), cluster("b", 90)}})
 	srv.Open()
 	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}

@@ -38,6 +38,13 @@ import (
 	"github.com/xdsbridge/xdsbridge/xds/store"
 )
 
+// PushTimes tells when the update behind a published type version was
+// received and when the version was published, for the push latency
+// histogram.
+type PushTimes interface {
+	Lookup(typeURL, version string) (received, published time.Time, ok bool)
+}
+
 // Options configure a Server.
 type Options struct {
 	Logger *slog.Logger
@@ -58,9 +65,9 @@ type Options struct {
 	// Clients is the connection registry the server keeps current; nil
 	// keeps a private one.
 	Clients *conns.Registry
-	// Clock, shared with the Publisher, measures push latency; nil
-	// measures none.
-	Clock *PushClock
+	// Clock, shared with the publisher (publish.PushClock), measures push
+	// latency; nil measures none.
+	Clock PushTimes
 	// Metrics is where the server registers its metrics; nil registers
 	// them with a private registry.
 	Metrics prometheus.Registerer

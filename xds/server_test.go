@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/xdsbridge/xdsbridge/aggregator"
+	"github.com/xdsbridge/xdsbridge/internal/publish"
 	"github.com/xdsbridge/xdsbridge/sdk"
 	"github.com/xdsbridge/xdsbridge/xds/store"
 )
@@ -43,7 +44,7 @@ func (l *lockedBuffer) String() string {
 
 type fixture struct {
 	srv  *Server
-	pub  *Publisher
+	pub  *publish.Publisher
 	logs *lockedBuffer
 	ads  discovery.AggregatedDiscoveryServiceClient
 }
@@ -74,7 +75,7 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cc.Close() })
-	return &fixture{srv: srv, pub: &Publisher{Store: st, Logger: logger}, logs: logs, ads: discovery.NewAggregatedDiscoveryServiceClient(cc)}
+	return &fixture{srv: srv, pub: &publish.Publisher{Store: st, Logger: logger}, logs: logs, ads: discovery.NewAggregatedDiscoveryServiceClient(cc)}
 }
 
 func cluster(name string, ports ...uint32) *aggregator.Cluster {

@@ -109,7 +109,9 @@ func (h *statsHandler) HandleRPC(ctx context.Context, st stats.RPCStats) {
 	subscribed := ss.reg.Written(typeURL, out.WireLength)
 	label := typeLabel(typeURL)
 	h.s.metrics.bytes.WithLabelValues(ss.kind.String(), label).Add(float64(out.WireLength))
-	if received, published, ok := h.s.opts.Clock.lookup(typeURL, version); ok && !subscribed.IsZero() && !subscribed.After(published) {
-		h.s.metrics.pushLatency.WithLabelValues(label).Observe(out.SentTime.Sub(received).Seconds())
+	if c := h.s.opts.Clock; c != nil {
+		if received, published, ok := c.Lookup(typeURL, version); ok && !subscribed.IsZero() && !subscribed.After(published) {
+			h.s.metrics.pushLatency.WithLabelValues(label).Observe(out.SentTime.Sub(received).Seconds())
+		}
 	}
 }

@@ -10,22 +10,18 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/xdsbridge/xdsbridge/aggregator"
 	"github.com/xdsbridge/xdsbridge/bench/fleet"
 	"github.com/xdsbridge/xdsbridge/bench/synth"
 	"github.com/xdsbridge/xdsbridge/bench/workload"
+	"github.com/xdsbridge/xdsbridge/internal/bridge"
 	"github.com/xdsbridge/xdsbridge/internal/config"
 	"github.com/xdsbridge/xdsbridge/internal/host"
-	"github.com/xdsbridge/xdsbridge/xds"
-	"github.com/xdsbridge/xdsbridge/xds/conns"
-	"github.com/xdsbridge/xdsbridge/xds/store"
-	"github.com/xdsbridge/xdsbridge/xds/translate"
 )
 
 // Bridge is xdsbridge as it runs in production — plugin host, aggregator,
-// publisher, store and xDS server wired as `xdsbridge run` wires them, with
+// publisher, store and xDS server wired by internal/bridge, as `xdsbridge
+// run` wires them, with
 // the default aggregator settings — fed by the synthetic source plugin.
 // Changes reach it the way a real source's do: the driver sends each Op to
 // the plugin process, which sends an update through the plugin protocol.
@@ -41,11 +37,9 @@ type Bridge struct {
 	// NoRateLimit turns off the server's default request rate limits.
 	NoRateLimit bool
 
-	metrics *prometheus.Registry
-
 	dir    string
 	ctl    *synth.Controller
-	host   *host.Host
+	bridge *bridge.Bridge
 	cancel context.CancelCauseFunc
 	wg     sync.WaitGroup
 }
@@ -76,82 +70,46 @@ func (b *Bridge) Start(ctx context.Context, _ *workload.Model, init workload.Op)
 	}
 	b.ctl = ctl
 
-	// Wired as cmd/xdsbridge's serve wires it, with the default settings
-	// (keepalive, rate limits, connection registry, push clock, metrics);
-	// only the admin server, which is off the data path, is left out.
-	defaults := config.Default()
-	restart := config.DefaultRestart()
-	b.metrics = prometheus.NewRegistry()
-	clients := conns.New(conns.Options{
-		History:  defaults.XDS.Clients.DisconnectHistory,
-		RESTIdle: defaults.XDS.Clients.RESTIdleTimeout,
-	})
-	clock := xds.NewPushClock()
-	st := store.New(logger.With("component", "store"))
-	ka, rl := defaults.XDS.Keepalive, defaults.XDS.RateLimit
+	// Wired by the same composition root as `xdsbridge run`, with the
+	// default settings (keepalive, rate limits, connection registry, push
+	// clock, metrics) on loopback ports; only the admin server, which is
+	// off the data path, is left out.
+	cfg := config.Default()
+	cfg.XDS.GRPCAddress, cfg.XDS.RESTAddress = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.Admin.Address = ""
 	if b.NoRateLimit {
-		rl = config.RateLimit{}
+		cfg.XDS.RateLimit = config.RateLimit{}
 	}
-	srv := xds.New(xds.Options{
-		Logger:      logger.With("component", "xds"),
-		GRPCAddress: "127.0.0.1:0",
-		RESTAddress: "127.0.0.1:0",
-		Store:       st,
-		Keepalive: xds.Keepalive{
-			Time:                ka.Time,
-			Timeout:             ka.Timeout,
-			MinPingInterval:     ka.MinPingInterval,
-			PermitWithoutStream: ka.PermitWithoutStream,
-		},
-		RateLimit: xds.RateLimit{
-			PerConnection: xds.Bucket{Rate: rl.PerConnection.Rate, Burst: rl.PerConnection.Burst},
-			Total:         xds.Bucket{Rate: rl.Total.Rate, Burst: rl.Total.Burst},
-		},
-		Clients: clients,
-		Clock:   clock,
-		Metrics: b.metrics,
+	restart := config.DefaultRestart()
+	br, err := bridge.New(bridge.Options{
+		Config: cfg,
+		Plugins: []host.Plugin{{
+			Spec: host.Spec{
+				Name:    workload.SourceName,
+				Command: b.PluginCommand,
+				Env:     host.PluginEnv(),
+				Config:  ctl.ConfigYAML(),
+			},
+			InitialBackoff: restart.InitialBackoff,
+			MaxBackoff:     restart.MaxBackoff,
+		}},
+		Logger:    logger,
+		OnBuild:   b.OnBuild,
+		OnPublish: b.OnPublish,
 	})
-	pub := &xds.Publisher{Store: st, Logger: logger.With("component", "publisher"), Clock: clock}
-	publish := func(ctx context.Context, c *aggregator.Change) {
-		if b.OnBuild != nil {
-			b.OnBuild(c)
-		}
-		pub.Publish(ctx, c)
-		if b.OnPublish != nil {
-			b.OnPublish(c)
-		}
+	if err != nil {
+		_ = b.Stop()
+		return fleet.Target{}, fmt.Errorf("xdsbridge: %w", err)
 	}
-	agg := aggregator.New(aggregator.Options{
-		Logger:       logger.With("component", "aggregator"),
-		Sources:      []string{workload.SourceName},
-		Debounce:     defaults.Aggregator.Debounce,
-		ReadyTimeout: defaults.Aggregator.ReadyTimeout,
-		CheckOverlay: translate.ValidateOverlay,
-		Publish:      publish,
-	})
-	b.host = host.New(host.Options{Logger: logger.With("component", "host"), Sink: clock.Sink(agg)}, []host.Plugin{{
-		Spec: host.Spec{
-			Name:    workload.SourceName,
-			Command: b.PluginCommand,
-			Env:     host.PluginEnv(),
-			Config:  ctl.ConfigYAML(),
-		},
-		InitialBackoff: restart.InitialBackoff,
-		MaxBackoff:     restart.MaxBackoff,
-	}})
+	b.bridge = br
 
 	runCtx, cancel := context.WithCancelCause(context.Background())
 	b.cancel = cancel
-	start := func(name string, fn func(context.Context) error) {
-		b.wg.Go(func() {
-			if err := fn(runCtx); err != nil {
-				cancel(fmt.Errorf("%s: %w", name, err))
-			}
-		})
-	}
-	start("xds", srv.Run)
-	start("aggregator", agg.Run)
-	start("host", b.host.Run)
+	b.wg.Go(func() {
+		if err := br.Run(runCtx); err != nil {
+			cancel(err)
+		}
+	})
 
 	fail := func(err error) (fleet.Target, error) {
 		_ = b.Stop()
@@ -166,14 +124,13 @@ func (b *Bridge) Start(ctx context.Context, _ *workload.Model, init workload.Op)
 		return fail(err)
 	}
 	select {
-	case <-agg.Ready():
+	case <-br.Serving():
 	case <-runCtx.Done():
 		return fail(context.Cause(runCtx))
 	case <-actx.Done():
 		return fail(fmt.Errorf("not ready: %w", actx.Err()))
 	}
-	srv.Open()
-	grpcAddr, restAddr, err := srv.Addrs(actx)
+	grpcAddr, restAddr, err := br.Addrs(actx)
 	if err != nil {
 		return fail(err)
 	}
@@ -201,10 +158,10 @@ func (b *Bridge) Stop() error {
 // Counter returns the sum of the server's counters whose name contains
 // substr (xdsbridge_xds_rate_limit_enforced_total, say), or 0.
 func (b *Bridge) Counter(substr string) float64 {
-	if b.metrics == nil {
+	if b.bridge == nil {
 		return 0
 	}
-	mfs, err := b.metrics.Gather()
+	mfs, err := b.bridge.Metrics().Gather()
 	if err != nil {
 		return 0
 	}
@@ -222,10 +179,10 @@ func (b *Bridge) Counter(substr string) float64 {
 
 // ChildCPU is the plugin process's CPU time.
 func (b *Bridge) ChildCPU() time.Duration {
-	if b.host == nil {
+	if b.bridge == nil {
 		return 0
 	}
-	for _, s := range b.host.Statuses() {
+	for _, s := range b.bridge.Sources() {
 		if d, err := ProcessCPU(s.Pid); err == nil {
 			return d
 		}

@@ -131,7 +131,7 @@ var (
 	buildErr  error
 )
 
-// benchBinary builds cmd/xdsbench once, for its hidden plugin subcommand.
+// benchBinary builds bench/cmd/xdsbench once, for its hidden plugin subcommand.
 func benchBinary(t *testing.T) string {
 	t.Helper()
 	if testing.Short() {
@@ -143,7 +143,7 @@ func benchBinary(t *testing.T) string {
 			return
 		}
 		binary = filepath.Join(dir, "xdsbench")
-		out, err := exec.CommandContext(context.Background(), "go", "build", "-o", binary, "github.com/xdsbridge/xdsbridge/cmd/xdsbench").CombinedOutput()
+		out, err := exec.CommandContext(context.Background(), "go", "build", "-o", binary, "github.com/xdsbridge/xdsbridge/bench/cmd/xdsbench").CombinedOutput()
 		if err != nil {
 			buildErr = err
 			t.Logf("%s", out)

@@ -8,26 +8,11 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/xdsbridge/xdsbridge/internal/builtin"
 	"github.com/xdsbridge/xdsbridge/internal/config"
 	"github.com/xdsbridge/xdsbridge/internal/host"
-	"github.com/xdsbridge/xdsbridge/plugins/consul"
-	"github.com/xdsbridge/xdsbridge/plugins/dns"
-	"github.com/xdsbridge/xdsbridge/plugins/static"
 	"github.com/xdsbridge/xdsbridge/sdk"
 )
-
-// builtin returns the built-in plugin of type t.
-func builtin(t string) (sdk.Plugin, bool) {
-	switch t {
-	case "static":
-		return static.Plugin(version), true
-	case "consul":
-		return consul.Plugin(version), true
-	case "dns":
-		return dns.Plugin(version), true
-	}
-	return sdk.Plugin{}, false
-}
 
 // cmdPlugin runs a built-in plugin as a plugin process.
 func cmdPlugin(args []string, stderr io.Writer) error {
@@ -35,9 +20,9 @@ func cmdPlugin(args []string, stderr io.Writer) error {
 		fmt.Fprintf(stderr, "usage: xdsbridge plugin TYPE (started by the plugin host, not by hand)\n")
 		return errUsage
 	}
-	p, ok := builtin(args[0])
+	p, ok := builtin.Plugin(args[0], version)
 	if !ok {
-		return fmt.Errorf("unknown built-in plugin %q (want one of %s)", args[0], strings.Join(config.BuiltinTypes(), ", "))
+		return fmt.Errorf("unknown built-in plugin %q (want one of %s)", args[0], strings.Join(builtin.Types(), ", "))
 	}
 	sdk.Serve(p)
 	return nil

@@ -9,7 +9,6 @@ import (
 	"io"
 	"math"
 	"net/netip"
-	"reflect"
 	"slices"
 
 	"github.com/xdsbridge/xdsbridge/sdk"
@@ -140,24 +139,6 @@ func toCluster(i int, s service) (sdk.Cluster, []string) {
 		eps = append(eps, g.ep)
 	}
 	return sdk.Cluster{Name: s.Name, Endpoints: eps}, problems
-}
-
-// diff returns the clusters of next that are new or differ from prev, and
-// the names of prev's clusters that next lacks, both sorted by name.
-func diff(prev, next map[string]sdk.Cluster) (upserted []sdk.Cluster, removed []string) {
-	for name, c := range next {
-		if old, ok := prev[name]; !ok || !reflect.DeepEqual(old, c) {
-			upserted = append(upserted, c)
-		}
-	}
-	for name := range prev {
-		if _, ok := next[name]; !ok {
-			removed = append(removed, name)
-		}
-	}
-	slices.SortFunc(upserted, func(a, b sdk.Cluster) int { return cmp.Compare(a.Name, b.Name) })
-	slices.Sort(removed)
-	return upserted, removed
 }
 
 // sorted returns the clusters of m sorted by name.

@@ -108,8 +108,8 @@ type poller struct {
 	fetch func(ctx context.Context, etag string) (response, error)
 	log   *slog.Logger
 
-	sent     map[string]sdk.Cluster // nil until the full state is sent
-	etag     string                 // of the body sent last
+	changes  sdk.Changes // what the host has
+	etag     string      // of the body sent last
 	state    sdk.State
 	reason   string
 	problems []string // logged last, so that each is logged once
@@ -139,12 +139,9 @@ func (p *poller) poll(ctx context.Context) (sdk.Update, bool) {
 			}
 			p.problems = resp.problems
 		}
-		if p.sent == nil {
-			u.Full, u.Clusters = true, sorted(resp.clusters)
-		} else {
-			u.Clusters, u.RemovedClusters = diff(p.sent, resp.clusters)
-		}
-		p.sent, p.etag = resp.clusters, resp.etag
+		u, _ = p.changes.Update(sorted(resp.clusters))
+		p.changes.Sent(u)
+		p.etag = resp.etag
 	}
 	if p.state != sdk.Connected {
 		if p.state == sdk.Disconnected {

@@ -184,7 +184,7 @@ type Plugin struct {
 	// Name is the instance's unique name ([a-z0-9][a-z0-9_.-]*). It appears
 	// in logs, metrics and endpoint provenance. Required.
 	Name string
-	// Type names a built-in plugin (see BuiltinTypes). Exactly one of Type
+	// Type names a built-in plugin (see builtin.Types). Exactly one of Type
 	// and Command is set.
 	Type string
 	// Command runs a third-party plugin: the program and its arguments. In
@@ -265,11 +265,6 @@ func DefaultRestart() Restart {
 		InitialBackoff: 100 * time.Millisecond,
 		MaxBackoff:     30 * time.Second,
 	}
-}
-
-// BuiltinTypes returns the plugin types xdsbridge ships, sorted.
-func BuiltinTypes() []string {
-	return []string{"consul", "dns", "static"}
 }
 
 // Load reads and parses the file at path. A file that cannot be read gives

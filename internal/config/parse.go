@@ -21,36 +21,25 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/xdsbridge/xdsbridge/internal/builtin"
 	"github.com/xdsbridge/xdsbridge/internal/security/allowlist"
-	"github.com/xdsbridge/xdsbridge/internal/suggest"
 	"github.com/xdsbridge/xdsbridge/internal/yamlnode"
 )
 
 // parser walks a plugins.yaml node tree and collects every problem.
 type parser struct {
+	*yamlnode.Reader
 	file string
 	dir  string
 	errs Errors
-	// budget bounds the nodes visited, so that anchors and aliases cannot
-	// make a small file expand without limit ("billion laughs").
-	budget    int
-	exhausted bool // the budget ran out
-	reported  bool // and that has been reported
 }
 
 func newParser(file string, data []byte) *parser {
-	return &parser{
-		file:   file,
-		dir:    filepath.Dir(file),
-		budget: 10_000 + 100*len(data),
-	}
-}
-
-func (p *parser) errorf(line int, format string, args ...any) {
-	if line < 1 {
-		line = 1
-	}
-	p.errs = append(p.errs, Error{File: p.file, Line: line, Msg: fmt.Sprintf(format, args...)})
+	p := &parser{file: file, dir: filepath.Dir(file)}
+	p.Reader = yamlnode.NewReader(len(data), func(line int, msg string) {
+		p.errs = append(p.errs, Error{File: p.file, Line: line, Msg: msg})
+	})
+	return p
 }
 
 // errors returns the problems sorted by line, each reported once.
@@ -60,55 +49,28 @@ func (p *parser) errors() Errors {
 	return slices.Compact(errs)
 }
 
-// spend takes cost from the budget and reports whether any was left. The
-// caller that notices the budget ran out reports it, at its own line.
-func (p *parser) spend(cost int) bool {
-	if p.exhausted {
-		return false
-	}
-	p.budget -= cost
-	p.exhausted = p.budget < 0
-	return !p.exhausted
-}
-
-// tooLarge reports, once, that the budget ran out.
-func (p *parser) tooLarge(line int, path string) {
-	if p.exhausted && !p.reported {
-		p.reported = true
-		p.errorf(line, "%s: too large, or expands too far through aliases", yamlnode.Where(path))
-	}
-}
-
-// yamlError reports an error from the yaml package for data at the lines
-// it is about.
-func (p *parser) yamlError(data []byte, err error) {
-	for _, pr := range yamlnode.Problems(data, err) {
-		p.errorf(pr.Line, "yaml: %s", pr.Msg)
-	}
-}
-
 // parse fills cfg, which holds the defaults, from data.
 func (p *parser) parse(data []byte, cfg *Config) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node
 	if err := dec.Decode(&doc); err != nil {
 		if !errors.Is(err, io.EOF) {
-			p.yamlError(data, err)
+			p.YAMLError(data, err)
 		}
 		return // an empty file is all defaults
 	}
 	var extra yaml.Node
 	switch err := dec.Decode(&extra); {
 	case err == nil:
-		p.errorf(extra.Line, "a second YAML document (after '---'); plugins.yaml holds one")
+		p.Errorf(extra.Line, "a second YAML document (after '---'); plugins.yaml holds one")
 	case !errors.Is(err, io.EOF):
-		p.yamlError(data, err)
+		p.YAMLError(data, err)
 	}
 	if len(doc.Content) == 0 {
 		return
 	}
 	p.root(doc.Content[0], cfg)
-	p.tooLarge(doc.Line, "")
+	p.TooLarge(doc.Line, "")
 }
 
 func join(path, key string) string {
@@ -118,77 +80,20 @@ func join(path, key string) string {
 	return path + "." + key
 }
 
-// fields walks the mapping under key k (k is nil at the top level). It
-// reports an unknown key with a suggestion, and calls set for each known
-// key. A null value is an empty mapping. It reports whether v was a mapping
-// (or null).
-func (p *parser) fields(path string, k, v *yaml.Node, known []string, set func(name string, k, v *yaml.Node)) bool {
-	v = yamlnode.Resolve(v)
-	if yamlnode.IsNull(v) {
-		return true
-	}
-	if v.Kind != yaml.MappingNode {
-		line := v.Line
-		if k != nil {
-			line = k.Line
-		}
-		p.errorf(line, "%s: expected a mapping, found %s", yamlnode.Where(path), yamlnode.Describe(v))
-		return false
-	}
-	for _, pr := range p.pairs(v, path) {
-		name := pr.Key.Value
-		if path == "" && strings.HasPrefix(name, "x-") {
-			continue // a place for anchors, as in Compose files
-		}
-		if !slices.Contains(known, name) {
-			in := " in " + path
-			if path == "" {
-				in = " at the top level"
-			}
-			p.errorf(pr.Key.Line, "unknown key %q%s%s", name, in, suggestion(name, known))
-			continue
-		}
-		set(name, pr.Key, pr.Val)
-	}
-	return true
-}
-
-// suggestion returns " (did you mean "x"?)" for the closest of known, or a
-// list of known when none is close.
-func suggestion(s string, known []string) string {
-	if h := suggest.Hint(s, known); h != "" {
-		return h
-	}
-	return " (valid: " + strings.Join(known, ", ") + ")"
-}
-
-// str reads a string value. Null is "".
-func (p *parser) str(path string, k, v *yaml.Node) (string, bool) {
-	v = yamlnode.Resolve(v)
-	if yamlnode.IsNull(v) {
-		return "", true
-	}
-	if v.Kind != yaml.ScalarNode {
-		p.errorf(k.Line, "%s: expected a string, found %s", path, yamlnode.Describe(v))
-		return "", false
-	}
-	return v.Value, true
-}
-
 // duration reads a non-negative duration such as 10ms or 1.5s.
 func (p *parser) duration(path string, k, v *yaml.Node) (time.Duration, bool) {
 	v = yamlnode.Resolve(v)
 	if v.Kind != yaml.ScalarNode || yamlnode.IsNull(v) {
-		p.errorf(k.Line, "%s: expected a duration such as 10ms or 1.5s, found %s", path, yamlnode.Describe(v))
+		p.Errorf(k.Line, "%s: expected a duration such as 10ms or 1.5s, found %s", path, yamlnode.Describe(v))
 		return 0, false
 	}
 	d, err := time.ParseDuration(v.Value)
 	if err != nil {
-		p.errorf(k.Line, "%s: invalid duration %q (want a number and a unit: ns, us, ms, s, m or h, e.g. 250ms)", path, v.Value)
+		p.Errorf(k.Line, "%s: invalid duration %q (want a number and a unit: ns, us, ms, s, m or h, e.g. 250ms)", path, v.Value)
 		return 0, false
 	}
 	if d < 0 {
-		p.errorf(k.Line, "%s: must not be negative, got %s", path, v.Value)
+		p.Errorf(k.Line, "%s: must not be negative, got %s", path, v.Value)
 		return 0, false
 	}
 	return d, true
@@ -198,12 +103,12 @@ func (p *parser) duration(path string, k, v *yaml.Node) (time.Duration, bool) {
 func (p *parser) boolean(path string, k, v *yaml.Node) (bool, bool) {
 	v = yamlnode.Resolve(v)
 	if v.Kind != yaml.ScalarNode || v.ShortTag() != "!!bool" {
-		p.errorf(k.Line, "%s: expected true or false, found %s", path, yamlnode.Describe(v))
+		p.Errorf(k.Line, "%s: expected true or false, found %s", path, yamlnode.Describe(v))
 		return false, false
 	}
 	var b bool
 	if err := v.Decode(&b); err != nil {
-		p.errorf(k.Line, "%s: expected true or false, found %s", path, yamlnode.Describe(v))
+		p.Errorf(k.Line, "%s: expected true or false, found %s", path, yamlnode.Describe(v))
 		return false, false
 	}
 	return b, true
@@ -213,16 +118,16 @@ func (p *parser) boolean(path string, k, v *yaml.Node) (bool, bool) {
 func (p *parser) number(path string, k, v *yaml.Node) (float64, bool) {
 	v = yamlnode.Resolve(v)
 	if v.Kind != yaml.ScalarNode || (v.ShortTag() != "!!int" && v.ShortTag() != "!!float") {
-		p.errorf(k.Line, "%s: expected a number, found %s", path, yamlnode.Describe(v))
+		p.Errorf(k.Line, "%s: expected a number, found %s", path, yamlnode.Describe(v))
 		return 0, false
 	}
 	f, err := strconv.ParseFloat(strings.ReplaceAll(v.Value, "_", ""), 64)
 	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
-		p.errorf(k.Line, "%s: invalid number %q", path, v.Value)
+		p.Errorf(k.Line, "%s: invalid number %q", path, v.Value)
 		return 0, false
 	}
 	if f < 0 {
-		p.errorf(k.Line, "%s: must not be negative, got %s", path, v.Value)
+		p.Errorf(k.Line, "%s: must not be negative, got %s", path, v.Value)
 		return 0, false
 	}
 	return f, true
@@ -232,16 +137,16 @@ func (p *parser) number(path string, k, v *yaml.Node) (float64, bool) {
 func (p *parser) integer(path string, k, v *yaml.Node, lo, hi int) (int, bool) {
 	v = yamlnode.Resolve(v)
 	if v.Kind != yaml.ScalarNode || v.ShortTag() != "!!int" {
-		p.errorf(k.Line, "%s: expected a whole number, found %s", path, yamlnode.Describe(v))
+		p.Errorf(k.Line, "%s: expected a whole number, found %s", path, yamlnode.Describe(v))
 		return 0, false
 	}
 	var n int
 	if err := v.Decode(&n); err != nil {
-		p.errorf(k.Line, "%s: invalid whole number %q", path, v.Value)
+		p.Errorf(k.Line, "%s: invalid whole number %q", path, v.Value)
 		return 0, false
 	}
 	if n < lo || n > hi {
-		p.errorf(k.Line, "%s: %d out of range (%d-%d)", path, n, lo, hi)
+		p.Errorf(k.Line, "%s: %d out of range (%d-%d)", path, n, lo, hi)
 		return 0, false
 	}
 	return n, true
@@ -258,7 +163,7 @@ type listener struct {
 // address reads a listen address host:port. allowEmpty lets "" (or null)
 // disable the listener.
 func (p *parser) address(path string, k, v *yaml.Node, allowEmpty bool) (string, bool) {
-	s, ok := p.str(path, k, v)
+	s, ok := p.Str(path, k, v)
 	if !ok {
 		return "", false
 	}
@@ -266,7 +171,7 @@ func (p *parser) address(path string, k, v *yaml.Node, allowEmpty bool) (string,
 		if allowEmpty {
 			return "", true
 		}
-		p.errorf(k.Line, "%s: must not be empty (want host:port)", path)
+		p.Errorf(k.Line, "%s: must not be empty (want host:port)", path)
 		return "", false
 	}
 	host, port, err := net.SplitHostPort(s)
@@ -276,24 +181,24 @@ func (p *parser) address(path string, k, v *yaml.Node, allowEmpty bool) (string,
 		if errors.As(err, &ae) {
 			msg = strings.TrimSuffix(ae.Err, " in address")
 		}
-		p.errorf(k.Line, "%s: %s in %q (want host:port, e.g. 127.0.0.1:5678)", path, msg, s)
+		p.Errorf(k.Line, "%s: %s in %q (want host:port, e.g. 127.0.0.1:5678)", path, msg, s)
 		return "", false
 	}
 	ok = true
 	if host != "" && !validHost(host) {
-		p.errorf(k.Line, "%s: invalid host %q in address %q (want an IP address or a host name)", path, host, s)
+		p.Errorf(k.Line, "%s: invalid host %q in address %q (want an IP address or a host name)", path, host, s)
 		ok = false
 	}
 	n, err := strconv.Atoi(port)
 	switch {
 	case err != nil && port == "":
-		p.errorf(k.Line, "%s: missing port in %q (want host:port, e.g. 127.0.0.1:5678)", path, s)
+		p.Errorf(k.Line, "%s: missing port in %q (want host:port, e.g. 127.0.0.1:5678)", path, s)
 		ok = false
 	case err != nil:
-		p.errorf(k.Line, "%s: port %q is not a number", path, port)
+		p.Errorf(k.Line, "%s: port %q is not a number", path, port)
 		ok = false
 	case n < 0 || n > 65535:
-		p.errorf(k.Line, "%s: port %d out of range (0-65535)", path, n)
+		p.Errorf(k.Line, "%s: port %d out of range (0-65535)", path, n)
 		ok = false
 	}
 	return s, ok
@@ -314,10 +219,10 @@ func (p *parser) root(n *yaml.Node, cfg *Config) {
 	listen := func(path string, k *yaml.Node, addr string) {
 		listeners = append(listeners, listener{path, addr, k.Line})
 	}
-	p.fields("", nil, n, []string{"xds", "admin", "aggregator", "plugins"}, func(name string, k, v *yaml.Node) {
+	p.Fields("", nil, n, []string{"xds", "admin", "aggregator", "plugins"}, func(name string, k, v *yaml.Node) {
 		switch name {
 		case "xds":
-			p.fields("xds", k, v, []string{"grpc_address", "rest_address", "rest_cluster", "keepalive", "rate_limit", "clients", "tls"}, func(name string, k, v *yaml.Node) {
+			p.Fields("xds", k, v, []string{"grpc_address", "rest_address", "rest_cluster", "keepalive", "rate_limit", "clients", "tls"}, func(name string, k, v *yaml.Node) {
 				path := "xds." + name
 				switch name {
 				case "tls":
@@ -325,7 +230,7 @@ func (p *parser) root(n *yaml.Node, cfg *Config) {
 				case "keepalive":
 					p.keepalive(path, k, v, &cfg.XDS.Keepalive)
 				case "rate_limit":
-					p.fields(path, k, v, []string{"per_connection", "total"}, func(name string, k, v *yaml.Node) {
+					p.Fields(path, k, v, []string{"per_connection", "total"}, func(name string, k, v *yaml.Node) {
 						switch name {
 						case "per_connection":
 							p.bucket(path+"."+name, k, v, &cfg.XDS.RateLimit.PerConnection)
@@ -346,9 +251,9 @@ func (p *parser) root(n *yaml.Node, cfg *Config) {
 						listen(path, k, s)
 					}
 				case "rest_cluster":
-					if s, ok := p.str(path, k, v); ok {
+					if s, ok := p.Str(path, k, v); ok {
 						if s == "" {
-							p.errorf(v.Line, "%s: must not be empty: it names the cluster in REST clients' bootstraps that points at rest_address", path)
+							p.Errorf(v.Line, "%s: must not be empty: it names the cluster in REST clients' bootstraps that points at rest_address", path)
 						} else {
 							cfg.XDS.RESTCluster = s
 						}
@@ -356,7 +261,7 @@ func (p *parser) root(n *yaml.Node, cfg *Config) {
 				}
 			})
 		case "admin":
-			p.fields("admin", k, v, []string{"address", "token_file", "pprof"}, func(name string, k, v *yaml.Node) {
+			p.Fields("admin", k, v, []string{"address", "token_file", "pprof"}, func(name string, k, v *yaml.Node) {
 				path := "admin." + name
 				switch name {
 				case "address":
@@ -365,7 +270,7 @@ func (p *parser) root(n *yaml.Node, cfg *Config) {
 						listen(path, k, s)
 					}
 				case "token_file":
-					if s, ok := p.str(path, k, v); ok {
+					if s, ok := p.Str(path, k, v); ok {
 						cfg.Admin.TokenFile = p.path(s)
 					}
 				case "pprof":
@@ -375,7 +280,7 @@ func (p *parser) root(n *yaml.Node, cfg *Config) {
 				}
 			})
 		case "aggregator":
-			p.fields("aggregator", k, v, []string{"debounce", "ready_timeout"}, func(name string, k, v *yaml.Node) {
+			p.Fields("aggregator", k, v, []string{"debounce", "ready_timeout"}, func(name string, k, v *yaml.Node) {
 				d, ok := p.duration("aggregator."+name, k, v)
 				if !ok {
 					return
@@ -397,7 +302,7 @@ func (p *parser) root(n *yaml.Node, cfg *Config) {
 // keepalive walks xds.keepalive over the defaults in ka.
 func (p *parser) keepalive(path string, k, v *yaml.Node, ka *Keepalive) {
 	known := []string{"time", "timeout", "min_ping_interval", "permit_without_stream"}
-	p.fields(path, k, v, known, func(name string, k, v *yaml.Node) {
+	p.Fields(path, k, v, known, func(name string, k, v *yaml.Node) {
 		kpath := path + "." + name
 		if name == "permit_without_stream" {
 			if b, ok := p.boolean(kpath, k, v); ok {
@@ -411,9 +316,9 @@ func (p *parser) keepalive(path string, k, v *yaml.Node, ka *Keepalive) {
 		}
 		switch {
 		case name == "time" && d < time.Second:
-			p.errorf(k.Line, "%s: must be at least 1s (gRPC pings at most once a second), got %s", kpath, d)
+			p.Errorf(k.Line, "%s: must be at least 1s (gRPC pings at most once a second), got %s", kpath, d)
 		case d == 0:
-			p.errorf(k.Line, "%s: must be positive", kpath)
+			p.Errorf(k.Line, "%s: must be positive", kpath)
 		case name == "time":
 			ka.Time = d
 		case name == "timeout":
@@ -443,18 +348,18 @@ func (p *parser) tls(path string, k, v *yaml.Node) *TLS {
 	var caKey, allowKey *yaml.Node
 	var hasCert, hasKey bool
 	known := []string{"cert_file", "key_file", "client_ca_file", "min_version", "allow"}
-	if !p.fields(path, k, v, known, func(name string, k, v *yaml.Node) {
+	if !p.Fields(path, k, v, known, func(name string, k, v *yaml.Node) {
 		kpath := path + "." + name
 		switch name {
 		case "cert_file", "key_file", "client_ca_file":
 			hasCert = hasCert || name == "cert_file"
 			hasKey = hasKey || name == "key_file"
-			s, ok := p.str(kpath, k, v)
+			s, ok := p.Str(kpath, k, v)
 			if !ok {
 				return
 			}
 			if s == "" {
-				p.errorf(k.Line, "%s: must not be empty (want a path to a PEM file)", kpath)
+				p.Errorf(k.Line, "%s: must not be empty (want a path to a PEM file)", kpath)
 				return
 			}
 			switch name {
@@ -466,7 +371,7 @@ func (p *parser) tls(path string, k, v *yaml.Node) *TLS {
 				caKey, t.ClientCAFile = k, p.path(s)
 			}
 		case "min_version":
-			s, ok := p.str(kpath, k, v)
+			s, ok := p.Str(kpath, k, v)
 			switch {
 			case !ok:
 			case s == "1.2":
@@ -474,7 +379,7 @@ func (p *parser) tls(path string, k, v *yaml.Node) *TLS {
 			case s == "1.3":
 				t.MinVersion = tls.VersionTLS13
 			default:
-				p.errorf(k.Line, "%s: unknown TLS version %q (want \"1.2\" or \"1.3\")", kpath, s)
+				p.Errorf(k.Line, "%s: unknown TLS version %q (want \"1.2\" or \"1.3\")", kpath, s)
 			}
 		case "allow":
 			allowKey = k
@@ -485,13 +390,13 @@ func (p *parser) tls(path string, k, v *yaml.Node) *TLS {
 	}
 	line := k.Line
 	if !hasCert {
-		p.errorf(line, "%s: missing cert_file (the server's PEM certificate chain)", path)
+		p.Errorf(line, "%s: missing cert_file (the server's PEM certificate chain)", path)
 	}
 	if !hasKey {
-		p.errorf(line, "%s: missing key_file (the server's PEM private key)", path)
+		p.Errorf(line, "%s: missing key_file (the server's PEM private key)", path)
 	}
 	if allowKey != nil && caKey == nil {
-		p.errorf(allowKey.Line, "%s.allow: needs client_ca_file: identities come from verified client certificates", path)
+		p.Errorf(allowKey.Line, "%s.allow: needs client_ca_file: identities come from verified client certificates", path)
 	}
 	if len(p.errs) != nerrs {
 		return nil
@@ -506,7 +411,7 @@ func (p *parser) allow(path string, k, v *yaml.Node) []AllowRule {
 		return nil
 	}
 	if v.Kind != yaml.SequenceNode {
-		p.errorf(k.Line, "%s: expected a list of rules (identity, node_ids, node_clusters), found %s", path, yamlnode.Describe(v))
+		p.Errorf(k.Line, "%s: expected a list of rules (identity, node_ids, node_clusters), found %s", path, yamlnode.Describe(v))
 		return nil
 	}
 	var out []AllowRule
@@ -515,15 +420,15 @@ func (p *parser) allow(path string, k, v *yaml.Node) []AllowRule {
 		line := e.Line
 		var r AllowRule
 		var hasID bool
-		p.fields(epath, nil, e, []string{"identity", "node_ids", "node_clusters"}, func(name string, k, v *yaml.Node) {
+		p.Fields(epath, nil, e, []string{"identity", "node_ids", "node_clusters"}, func(name string, k, v *yaml.Node) {
 			kpath := epath + "." + name
 			switch name {
 			case "identity":
-				if s, ok := p.str(kpath, k, v); ok && s != "" {
+				if s, ok := p.Str(kpath, k, v); ok && s != "" {
 					hasID, r.Identity = true, s
 					p.pattern(kpath, k, s)
 				} else if ok {
-					p.errorf(k.Line, "%s: must not be empty", kpath)
+					p.Errorf(k.Line, "%s: must not be empty", kpath)
 					hasID = true
 				}
 			case "node_ids", "node_clusters":
@@ -540,10 +445,10 @@ func (p *parser) allow(path string, k, v *yaml.Node) []AllowRule {
 		})
 		if yamlnode.Resolve(e).Kind == yaml.MappingNode {
 			if !hasID {
-				p.errorf(line, "%s: missing identity (a URI or DNS SAN pattern of client certificates)", epath)
+				p.Errorf(line, "%s: missing identity (a URI or DNS SAN pattern of client certificates)", epath)
 			}
 			if len(r.NodeIDs) == 0 && len(r.NodeClusters) == 0 {
-				p.errorf(line, "%s: set node_ids or node_clusters (or both; [\"*\"] means any)", epath)
+				p.Errorf(line, "%s: set node_ids or node_clusters (or both; [\"*\"] means any)", epath)
 			}
 		}
 		out = append(out, r)
@@ -558,14 +463,14 @@ func (p *parser) strList(path string, k, v *yaml.Node) []string {
 		return nil
 	}
 	if v.Kind != yaml.SequenceNode {
-		p.errorf(k.Line, "%s: expected a list of strings, found %s", path, yamlnode.Describe(v))
+		p.Errorf(k.Line, "%s: expected a list of strings, found %s", path, yamlnode.Describe(v))
 		return nil
 	}
 	var out []string
 	for i, e := range v.Content {
 		e = yamlnode.Resolve(e)
 		if e.Kind != yaml.ScalarNode || yamlnode.IsNull(e) || e.Value == "" {
-			p.errorf(e.Line, "%s[%d]: expected a non-empty string, found %s", path, i, yamlnode.Describe(e))
+			p.Errorf(e.Line, "%s[%d]: expected a non-empty string, found %s", path, i, yamlnode.Describe(e))
 			continue
 		}
 		out = append(out, e.Value)
@@ -576,13 +481,13 @@ func (p *parser) strList(path string, k, v *yaml.Node) []string {
 // pattern reports a malformed allow-list glob.
 func (p *parser) pattern(path string, k *yaml.Node, s string) {
 	if err := allowlist.ValidPattern(s); err != nil {
-		p.errorf(k.Line, "%s: %v", path, err)
+		p.Errorf(k.Line, "%s: %v", path, err)
 	}
 }
 
 // bucket walks a rate limit bucket over the defaults in b.
 func (p *parser) bucket(path string, k, v *yaml.Node, b *Bucket) {
-	p.fields(path, k, v, []string{"rate", "burst"}, func(name string, k, v *yaml.Node) {
+	p.Fields(path, k, v, []string{"rate", "burst"}, func(name string, k, v *yaml.Node) {
 		kpath := path + "." + name
 		switch name {
 		case "rate":
@@ -599,7 +504,7 @@ func (p *parser) bucket(path string, k, v *yaml.Node, b *Bucket) {
 
 // clients walks xds.clients over the defaults in c.
 func (p *parser) clients(path string, k, v *yaml.Node, c *Clients) {
-	p.fields(path, k, v, []string{"disconnect_history", "rest_idle_timeout"}, func(name string, k, v *yaml.Node) {
+	p.Fields(path, k, v, []string{"disconnect_history", "rest_idle_timeout"}, func(name string, k, v *yaml.Node) {
 		kpath := path + "." + name
 		switch name {
 		case "disconnect_history":
@@ -611,7 +516,7 @@ func (p *parser) clients(path string, k, v *yaml.Node, c *Clients) {
 			switch {
 			case !ok:
 			case d == 0:
-				p.errorf(k.Line, "%s: must be positive", kpath)
+				p.Errorf(k.Line, "%s: must be positive", kpath)
 			default:
 				c.RESTIdleTimeout = d
 			}
@@ -628,7 +533,7 @@ func (p *parser) checkListeners(ls []listener) {
 		}
 		for _, prev := range ls[:i] {
 			if prev.addr == l.addr {
-				p.errorf(l.line, "%s: address %s is already used by %s (line %d)", l.path, l.addr, prev.path, prev.line)
+				p.Errorf(l.line, "%s: address %s is already used by %s (line %d)", l.path, l.addr, prev.path, prev.line)
 				break
 			}
 		}
@@ -644,33 +549,15 @@ func (p *parser) plugins(k, v *yaml.Node) []Plugin {
 		return nil
 	}
 	if v.Kind != yaml.SequenceNode {
-		p.errorf(k.Line, "plugins: expected a list of plugins, found %s", yamlnode.Describe(v))
+		p.Errorf(k.Line, "plugins: expected a list of plugins, found %s", yamlnode.Describe(v))
 		return nil
 	}
-	var out []Plugin
-	names := map[string]int{}
-	for i, e := range v.Content {
-		path := fmt.Sprintf("plugins[%d]", i)
-		line := e.Line
-		e = yamlnode.Resolve(e)
-		if e.Kind != yaml.MappingNode {
-			p.errorf(line, "%s: expected a mapping with name, type or command, and config; found %s", path, yamlnode.Describe(e))
-			continue
-		}
-		pl, nameLine, ok := p.plugin(path, line, e)
-		if pl.Name != "" {
-			if first, dup := names[pl.Name]; dup {
-				p.errorf(nameLine, "%s.name: duplicate plugin name %q (first at line %d)", path, pl.Name, first)
-				ok = false
-			} else {
-				names[pl.Name] = nameLine
-			}
-		}
-		if ok {
-			out = append(out, pl)
-		}
-	}
-	return out
+	return yamlnode.Named(p.Reader, "plugins", v.Content,
+		"expected a mapping with name, type or command, and config; found", "duplicate plugin name",
+		func(path string, line int, n *yaml.Node) (Plugin, string, int, bool) {
+			pl, nameLine, ok := p.plugin(path, line, n)
+			return pl, pl.Name, nameLine, ok
+		})
 }
 
 // plugin walks one entry of the plugins list. It returns the line of the
@@ -680,29 +567,29 @@ func (p *parser) plugin(path string, line int, n *yaml.Node) (Plugin, int, bool)
 	nerrs := len(p.errs)
 	var nameKey, typeKey, cmdKey, shaKey *yaml.Node
 	known := []string{"name", "type", "command", "sha256", "restart", "restart_on_stale", "config"}
-	p.fields(path, nil, n, known, func(name string, k, v *yaml.Node) {
+	p.Fields(path, nil, n, known, func(name string, k, v *yaml.Node) {
 		kpath := path + "." + name
 		switch name {
 		case "name":
 			nameKey = k
-			if s, ok := p.str(kpath, k, v); ok {
+			if s, ok := p.Str(kpath, k, v); ok {
 				switch {
 				case s == "":
-					p.errorf(k.Line, "%s: must not be empty", kpath)
+					p.Errorf(k.Line, "%s: must not be empty", kpath)
 				case !nameRE.MatchString(s):
-					p.errorf(k.Line, "%s: invalid name %q (want lower-case letters, digits, '_', '.' and '-', starting with a letter or digit)", kpath, s)
+					p.Errorf(k.Line, "%s: invalid name %q (want lower-case letters, digits, '_', '.' and '-', starting with a letter or digit)", kpath, s)
 				default:
 					pl.Name = s
 				}
 			}
 		case "type":
 			typeKey = k
-			if s, ok := p.str(kpath, k, v); ok {
+			if s, ok := p.Str(kpath, k, v); ok {
 				switch {
 				case s == "":
-					p.errorf(k.Line, "%s: must not be empty (built-in types: %s)", kpath, strings.Join(BuiltinTypes(), ", "))
-				case !slices.Contains(BuiltinTypes(), s):
-					p.errorf(k.Line, "%s: unknown built-in type %q%s; for a third-party plugin, set command instead", kpath, s, suggestion(s, BuiltinTypes()))
+					p.Errorf(k.Line, "%s: must not be empty (built-in types: %s)", kpath, strings.Join(builtin.Types(), ", "))
+				case !slices.Contains(builtin.Types(), s):
+					p.Errorf(k.Line, "%s: unknown built-in type %q%s; for a third-party plugin, set command instead", kpath, s, yamlnode.Suggestion(s, builtin.Types()))
 				default:
 					pl.Type = s
 				}
@@ -712,7 +599,7 @@ func (p *parser) plugin(path string, line int, n *yaml.Node) (Plugin, int, bool)
 			pl.Command = p.command(kpath, k, v)
 		case "sha256":
 			shaKey = k
-			if s, ok := p.str(kpath, k, v); ok {
+			if s, ok := p.Str(kpath, k, v); ok {
 				pl.SHA256 = p.sha256(kpath, k, s)
 			}
 		case "restart":
@@ -728,33 +615,33 @@ func (p *parser) plugin(path string, line int, n *yaml.Node) (Plugin, int, bool)
 				return
 			}
 			if v.Kind != yaml.MappingNode {
-				p.errorf(k.Line, "%s: expected a mapping (the plugin's settings), found %s", kpath, yamlnode.Describe(v))
+				p.Errorf(k.Line, "%s: expected a mapping (the plugin's settings), found %s", kpath, yamlnode.Describe(v))
 				return
 			}
 			pl.configNode = v
 			flat := p.flatten(v, kpath)
-			if p.exhausted {
-				p.tooLarge(k.Line, kpath)
+			if p.Exhausted() {
+				p.TooLarge(k.Line, kpath)
 				return
 			}
 			b, err := yaml.Marshal(flat)
 			if err != nil {
-				p.errorf(k.Line, "%s: cannot re-encode the block: %v", kpath, err)
+				p.Errorf(k.Line, "%s: cannot re-encode the block: %v", kpath, err)
 				return
 			}
 			pl.Config = b
 		}
 	})
 	if nameKey == nil {
-		p.errorf(line, "%s: missing name", path)
+		p.Errorf(line, "%s: missing name", path)
 	}
 	switch {
 	case typeKey == nil && cmdKey == nil:
-		p.errorf(line, "%s: set type (a built-in: %s) or command (a third-party plugin)", path, strings.Join(BuiltinTypes(), ", "))
+		p.Errorf(line, "%s: set type (a built-in: %s) or command (a third-party plugin)", path, strings.Join(builtin.Types(), ", "))
 	case typeKey != nil && cmdKey != nil:
-		p.errorf(max(typeKey.Line, cmdKey.Line), "%s: set type or command, not both (type at line %d, command at line %d)", path, typeKey.Line, cmdKey.Line)
+		p.Errorf(max(typeKey.Line, cmdKey.Line), "%s: set type or command, not both (type at line %d, command at line %d)", path, typeKey.Line, cmdKey.Line)
 	case typeKey != nil && shaKey != nil:
-		p.errorf(shaKey.Line, "%s.sha256: applies only to command plugins, not to built-in type %q", path, pl.Type)
+		p.Errorf(shaKey.Line, "%s.sha256: applies only to command plugins, not to built-in type %q", path, pl.Type)
 	}
 	nameLine := line
 	if nameKey != nil {
@@ -781,7 +668,7 @@ func (p *parser) command(path string, k, v *yaml.Node) []string {
 			}
 			e = yamlnode.Resolve(e)
 			if e.Kind != yaml.ScalarNode || yamlnode.IsNull(e) {
-				p.errorf(e.Line, "%s[%d]: expected a string, found %s", path, i, yamlnode.Describe(e))
+				p.Errorf(e.Line, "%s[%d]: expected a string, found %s", path, i, yamlnode.Describe(e))
 				ok = false
 				continue
 			}
@@ -791,16 +678,16 @@ func (p *parser) command(path string, k, v *yaml.Node) []string {
 			return nil
 		}
 	default:
-		p.errorf(k.Line, "%s: expected a list (program and arguments) or a string, found %s", path, yamlnode.Describe(v))
+		p.Errorf(k.Line, "%s: expected a list (program and arguments) or a string, found %s", path, yamlnode.Describe(v))
 		return nil
 	}
 	if len(args) == 0 || args[0] == "" {
-		p.errorf(k.Line, "%s: must not be empty (want the program and its arguments)", path)
+		p.Errorf(k.Line, "%s: must not be empty (want the program and its arguments)", path)
 		return nil
 	}
 	prog, msg := p.program(args[0])
 	if msg != "" {
-		p.errorf(line, "%s: %s", path, msg)
+		p.Errorf(line, "%s: %s", path, msg)
 		return nil
 	}
 	args[0] = prog
@@ -846,12 +733,12 @@ func (p *parser) program(bin string) (string, string) {
 // sha256 checks a hex SHA-256 digest and returns it in lower case.
 func (p *parser) sha256(path string, k *yaml.Node, s string) string {
 	if len(s) != 64 {
-		p.errorf(k.Line, "%s: want 64 hex digits (a SHA-256 digest), got %d characters", path, len(s))
+		p.Errorf(k.Line, "%s: want 64 hex digits (a SHA-256 digest), got %d characters", path, len(s))
 		return ""
 	}
 	for _, c := range s {
 		if !strings.ContainsRune("0123456789abcdefABCDEF", c) {
-			p.errorf(k.Line, "%s: %q is not a hex digit", path, c)
+			p.Errorf(k.Line, "%s: %q is not a hex digit", path, c)
 			return ""
 		}
 	}
@@ -862,11 +749,11 @@ func (p *parser) sha256(path string, k *yaml.Node, s string) string {
 func (p *parser) restart(path string, k, v *yaml.Node, r *Restart) {
 	var initKey, maxKey *yaml.Node
 	ok := true
-	p.fields(path, k, v, []string{"initial_backoff", "max_backoff"}, func(name string, k, v *yaml.Node) {
+	p.Fields(path, k, v, []string{"initial_backoff", "max_backoff"}, func(name string, k, v *yaml.Node) {
 		kpath := path + "." + name
 		d, good := p.duration(kpath, k, v)
 		if good && d == 0 {
-			p.errorf(k.Line, "%s: must be positive", kpath)
+			p.Errorf(k.Line, "%s: must be positive", kpath)
 			good = false
 		}
 		if !good {
@@ -885,9 +772,9 @@ func (p *parser) restart(path string, k, v *yaml.Node, r *Restart) {
 	}
 	switch {
 	case maxKey != nil:
-		p.errorf(maxKey.Line, "%s.max_backoff: %s is less than initial_backoff %s", path, r.MaxBackoff, r.InitialBackoff)
+		p.Errorf(maxKey.Line, "%s.max_backoff: %s is less than initial_backoff %s", path, r.MaxBackoff, r.InitialBackoff)
 	case initKey != nil:
-		p.errorf(initKey.Line, "%s.initial_backoff: %s is more than max_backoff %s (the default)", path, r.InitialBackoff, r.MaxBackoff)
+		p.Errorf(initKey.Line, "%s.initial_backoff: %s is more than max_backoff %s (the default)", path, r.InitialBackoff, r.MaxBackoff)
 	}
 }
 
@@ -896,7 +783,7 @@ func (p *parser) restart(path string, k, v *yaml.Node, r *Restart) {
 // re-encodes as a standalone document.
 func (p *parser) flatten(n *yaml.Node, path string) *yaml.Node {
 	n = yamlnode.Resolve(n)
-	if !p.spend(1) {
+	if !p.Spend(1) {
 		return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!null"}
 	}
 	// Block style puts every key on a line of its own, so that the line
@@ -904,7 +791,7 @@ func (p *parser) flatten(n *yaml.Node, path string) *yaml.Node {
 	c := &yaml.Node{Kind: n.Kind, Style: n.Style &^ yaml.FlowStyle, Tag: n.Tag, Value: n.Value}
 	switch n.Kind {
 	case yaml.MappingNode:
-		for _, pr := range p.pairs(n, path) {
+		for _, pr := range p.Pairs(n, path) {
 			c.Content = append(c.Content, p.flatten(pr.Key, path), p.flatten(pr.Val, join(path, pr.Key.Value)))
 		}
 	case yaml.SequenceNode:
@@ -913,9 +800,4 @@ func (p *parser) flatten(n *yaml.Node, path string) *yaml.Node {
 		}
 	}
 	return c
-}
-
-// pairs returns the entries of mapping n (see yamlnode.Walker.Pairs).
-func (p *parser) pairs(n *yaml.Node, path string) []yamlnode.Pair {
-	return yamlnode.Walker{Errorf: p.errorf, Spend: p.spend}.Pairs(n, path)
 }

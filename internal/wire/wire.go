@@ -1,6 +1,9 @@
 // Package wire holds what the SDK (plugin side) and the plugin host share:
-// the go-plugin handshake, the plugin map, and the conversion between the SDK's
-// Go types and proto/source/v1.
+// the go-plugin handshake (this file), the plugin map and gRPC adapters
+// (plugin.go), and the splitting of large updates into messages and their
+// reassembly (chunk.go). Each side converts between the SDK's Go types and
+// proto/source/v1 itself: sdk/wire.go to the wire, internal/host/convert.go
+// from it.
 package wire
 
 import (

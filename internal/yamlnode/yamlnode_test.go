@@ -29,12 +29,9 @@ func TestPairs(t *testing.T) {
 			}
 			root := doc.Content[0]
 			var errs []string
-			w := Walker{
-				Errorf: func(line int, format string, args ...any) {
-					errs = append(errs, fmt.Sprintf("%d: ", line)+fmt.Sprintf(format, args...))
-				},
-				Spend: func(int) bool { return true },
-			}
+			w := NewReader(len(tc.in), func(line int, msg string) {
+				errs = append(errs, fmt.Sprintf("%d: ", line)+msg)
+			})
 			target := root
 			if root.Content[0].Value != "a" {
 				for i := 0; i+1 < len(root.Content); i += 2 {
@@ -62,8 +59,45 @@ func TestSpendStops(t *testing.T) {
 	if err := yaml.Unmarshal([]byte("a: 1\n"), &doc); err != nil {
 		t.Fatal(err)
 	}
-	w := Walker{Errorf: func(int, string, ...any) {}, Spend: func(int) bool { return false }}
+	w := NewReader(0, func(int, string) {})
+	w.Spend(10_001)
 	if got := w.Pairs(doc.Content[0], ""); got != nil {
 		t.Fatalf("a spent budget still returned %d pairs", len(got))
+	}
+}
+
+func TestNamed(t *testing.T) {
+	in := "- {name: a, v: 1}\n- 7\n- {name: b, v: 2}\n- {name: a, v: 3}\n- {v: 4}\n- {name: bad, v: 5}\n"
+	var doc yaml.Node
+	if err := yaml.Unmarshal([]byte(in), &doc); err != nil {
+		t.Fatal(err)
+	}
+	var errs []string
+	r := NewReader(len(in), func(line int, msg string) { errs = append(errs, fmt.Sprintf("%d: %s", line, msg)) })
+	var paths []string
+	got := Named(r, "items", doc.Content[0].Content, "expected an item, found", "duplicate item",
+		func(path string, line int, n *yaml.Node) (string, string, int, bool) {
+			paths = append(paths, path)
+			var name, v string
+			var nameLine int
+			for _, pr := range r.Pairs(n, path) {
+				switch pr.Key.Value {
+				case "name":
+					name, nameLine = pr.Val.Value, pr.Key.Line
+				case "v":
+					v = pr.Val.Value
+				}
+			}
+			return name + "=" + v, name, nameLine, name != "bad"
+		})
+	if want := "a=1 b=2 =4"; strings.Join(got, " ") != want {
+		t.Errorf("values %q, want %q", strings.Join(got, " "), want)
+	}
+	if want := "items[0] items[2] items[3] items[4] items[5]"; strings.Join(paths, " ") != want {
+		t.Errorf("read at %q, want %q", strings.Join(paths, " "), want)
+	}
+	wantErrs := `2: items[1]: expected an item, found a number (7); 4: items[3].name: duplicate item "a" (first at line 1)`
+	if g := strings.Join(errs, "; "); g != wantErrs {
+		t.Errorf("errors %q, want %q", g, wantErrs)
 	}
 }

@@ -11,7 +11,7 @@ import (
 
 	"github.com/xdsbridge/xdsbridge/internal/security/secret"
 	"github.com/xdsbridge/xdsbridge/sdk"
-	"github.com/xdsbridge/xdsbridge/xds/translate"
+	"github.com/xdsbridge/xdsbridge/sdk/overlay"
 )
 
 // Health thresholds a Config can ask for.
@@ -232,7 +232,7 @@ func (c Config) Validate() error {
 		if len(c.Services) > 0 && !slices.Contains(c.Services, name) {
 			errs.Add("overlays."+name, "service %q is not in services, so it is never served", name)
 		}
-		if _, err := translate.ParseOverlay(c.Overlays[name]); err != nil {
+		if _, err := overlay.Parse(c.Overlays[name]); err != nil {
 			errs.Add("overlays."+name, "%s", strings.TrimPrefix(err.Error(), "overlay: "))
 		}
 	}

@@ -22,7 +22,7 @@ import (
 //   - Dedicated mode, while the selected services (over all datacenters)
 //     fit the connection budget less one catalog query per datacenter:
 //     every service has its own blocking query on /v1/health/service.
-//   - Shared mode, beyond that: see shared.go.
+//   - Shared mode, beyond that: see queue.go.
 //   - With a token, one more blocking query checks that the token is still
 //     valid (watchToken); the budget above is max_connections less it.
 //
@@ -56,9 +56,9 @@ type runner struct {
 	needFull bool                 // the next data update must be a full state
 	sentFull bool                 // a full state went out
 
-	sent       map[string]sdk.Cluster // by cluster name, as last sent
-	names      map[string]string      // service → cluster name
-	dirty      map[string]bool        // services whose cluster may have changed
+	changes    sdk.Changes       // the clusters as last sent
+	names      map[string]string // service → cluster name
+	dirty      map[string]bool   // services whose cluster may have changed
 	firstDirty time.Time
 	flushTimer *time.Timer
 	flushC     <-chan time.Time
@@ -105,7 +105,6 @@ func newRunner(s *Source, up chan<- sdk.Update) *runner {
 		retry:    map[qkey]bool{},
 		failing:  map[string]failEvent{},
 		needFull: true,
-		sent:     map[string]sdk.Cluster{},
 		names:    map[string]string{},
 		dirty:    map[string]bool{},
 	}
@@ -526,7 +525,6 @@ func (r *runner) sendFull(ctx context.Context) bool {
 			services[name] = true
 		}
 	}
-	clear(r.sent)
 	owner := map[string]string{}
 	u := sdk.Update{Full: true, Clusters: []sdk.Cluster{}}
 	for _, name := range sortedKeys(services) {
@@ -540,7 +538,6 @@ func (r *runner) sendFull(ctx context.Context) bool {
 			continue
 		}
 		owner[c.Name] = name
-		r.sent[c.Name] = c
 		u.Clusters = append(u.Clusters, c)
 	}
 	clear(r.dirty)
@@ -554,6 +551,7 @@ func (r *runner) sendFull(ctx context.Context) bool {
 		u.Status = &st
 	}
 	r.s.log.Debug("consul: full state", "clusters", len(u.Clusters))
+	r.changes.Sent(u)
 	return r.send(ctx, u)
 }
 
@@ -565,22 +563,17 @@ func (r *runner) flush(ctx context.Context) bool {
 	}
 	var u sdk.Update
 	for _, name := range sortedKeys(r.dirty) {
-		cname := r.clusterName(name)
-		c, ok := r.cluster(name)
-		old, had := r.sent[cname]
-		switch {
-		case ok && (!had || !reflect.DeepEqual(old, c)):
-			r.sent[cname] = c
-			u.Clusters = append(u.Clusters, c)
-		case !ok && had:
-			delete(r.sent, cname)
-			u.RemovedClusters = append(u.RemovedClusters, cname)
+		if c, ok := r.cluster(name); ok {
+			r.changes.Change(&u, c.Name, &c)
+		} else {
+			r.changes.Change(&u, r.clusterName(name), nil)
 		}
 	}
 	clear(r.dirty)
 	if len(u.Clusters) == 0 && len(u.RemovedClusters) == 0 {
 		return true
 	}
+	r.changes.Sent(u)
 	return r.send(ctx, u)
 }
 

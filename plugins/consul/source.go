@@ -14,7 +14,7 @@ import (
 	"text/template"
 
 	"github.com/xdsbridge/xdsbridge/sdk"
-	"github.com/xdsbridge/xdsbridge/xds/translate"
+	"github.com/xdsbridge/xdsbridge/sdk/overlay"
 )
 
 // Options carries what a Source needs besides its Config.
@@ -66,7 +66,7 @@ func New(cfg Config, opts Options) (*Source, error) {
 	names, _ := parseClusterName(cfg.ClusterName) // checked by Validate
 	overlays := map[string][]byte{}
 	for name, fields := range cfg.Overlays {
-		ov, _ := translate.ParseOverlay(fields) // checked by Validate
+		ov, _ := overlay.Parse(fields) // checked by Validate
 		if ov != nil {
 			overlays[name] = ov
 		}

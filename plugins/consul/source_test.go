@@ -14,8 +14,8 @@ import (
 
 	"github.com/xdsbridge/xdsbridge/internal/security/secret"
 	"github.com/xdsbridge/xdsbridge/sdk"
+	"github.com/xdsbridge/xdsbridge/sdk/overlay"
 	consultest "github.com/xdsbridge/xdsbridge/test/consul"
-	"github.com/xdsbridge/xdsbridge/xds/translate"
 )
 
 // TestAgent runs the tests that can share one dev agent, in parallel. Each
@@ -207,7 +207,7 @@ func testSelection(t *testing.T, a *consultest.Agent) {
 	registerExternal(t, c, "sel-node-a", "10.1.0.1", metaA,
 		&api.AgentService{ID: "other-a", Service: "sel-other", Port: 81, Tags: []string{"dev"}}, api.HealthPassing)
 
-	ov, err := translate.ParseOverlay(map[string]any{"connect_timeout": "2s"})
+	ov, err := overlay.Parse(map[string]any{"connect_timeout": "2s"})
 	must(t, err)
 	tests := []struct {
 		name string

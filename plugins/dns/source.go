@@ -245,8 +245,8 @@ type state struct {
 	log      *slog.Logger
 	names    []watched
 	entries  []entry
-	byName   map[string]int // cluster name → index in names
 	fullSent bool
+	changes  sdk.Changes // the clusters as the host has them
 	status   *sdk.Status // last status sent, nil before the first
 	beat     bool        // repeat the status: progress, see MaxSilence
 }
@@ -254,19 +254,13 @@ type state struct {
 type entry struct {
 	answered bool           // a definitive answer has arrived
 	current  []sdk.Endpoint // from the last definitive answer
-	sent     []sdk.Endpoint // as the host knows them
-	known    bool           // sent is meaningful: the host has the cluster
 	err      error          // the last lookup's error, nil when it succeeded
 	absent   string         // the last answer's absence, for logs
 	rejected []string       // the last answer's rejections, for logs
 }
 
 func newState(log *slog.Logger, names []watched) *state {
-	st := &state{log: log, names: names, entries: make([]entry, len(names)), byName: map[string]int{}}
-	for i, w := range names {
-		st.byName[w.cluster] = i
-	}
-	return st
+	return &state{log: log, names: names, entries: make([]entry, len(names))}
 }
 
 // apply records a lookup result and logs what changed.
@@ -342,9 +336,8 @@ func (st *state) pending() (sdk.Update, bool) {
 		}
 	} else {
 		for i, e := range st.entries {
-			if !e.known || !endpointsEqual(e.sent, e.current) {
-				u.Clusters = append(u.Clusters, sdk.Cluster{Name: st.names[i].cluster, Endpoints: e.current})
-			}
+			c := sdk.Cluster{Name: st.names[i].cluster, Endpoints: e.current}
+			st.changes.Change(&u, c.Name, &c)
 		}
 	}
 	slices.SortFunc(u.Clusters, func(a, b sdk.Cluster) int { return strings.Compare(a.Name, b.Name) })
@@ -359,23 +352,12 @@ func (st *state) sent(u sdk.Update) {
 	if u.Full {
 		st.fullSent = true
 	}
-	for _, c := range u.Clusters {
-		e := &st.entries[st.byName[c.Name]]
-		e.sent, e.known = c.Endpoints, true
-	}
+	st.changes.Sent(u)
 	if u.Status != nil {
 		s := *u.Status
 		st.status = &s
 	}
 	st.beat = false
-}
-
-func endpointsEqual(a, b []sdk.Endpoint) bool {
-	return slices.EqualFunc(a, b, func(x, y sdk.Endpoint) bool {
-		return x.Address == y.Address && x.Port == y.Port && x.Weight == y.Weight &&
-			x.Health == y.Health && x.Locality == y.Locality && x.Priority == y.Priority &&
-			x.Hostname == y.Hostname && len(x.Metadata) == 0 && len(y.Metadata) == 0
-	})
 }
 
 // Interface guard.

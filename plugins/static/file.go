@@ -18,7 +18,7 @@ import (
 	"github.com/xdsbridge/xdsbridge/internal/suggest"
 	"github.com/xdsbridge/xdsbridge/internal/yamlnode"
 	"github.com/xdsbridge/xdsbridge/sdk"
-	"github.com/xdsbridge/xdsbridge/xds/translate"
+	"github.com/xdsbridge/xdsbridge/sdk/overlay"
 
 	// Resource types a file may serve, and the typed configs their Any
 	// fields most often hold, registered so their "@type" resolves.
@@ -57,7 +57,10 @@ func endpointKeys() []string {
 // with File and Line set, sorted by line. A file with any problem yields no
 // state at all.
 func parseFile(name string, data []byte) (sdk.Update, sdk.ConfigErrors) {
-	p := &fileParser{file: name, budget: 10_000 + 100*len(data)}
+	p := &fileParser{}
+	p.Reader = yamlnode.NewReader(len(data), func(line int, msg string) {
+		p.errs = append(p.errs, sdk.FieldError{File: name, Line: line, Message: msg})
+	})
 	upd := p.parse(data)
 	if len(p.errs) > 0 {
 		errs := slices.Clone(p.errs)
@@ -68,65 +71,33 @@ func parseFile(name string, data []byte) (sdk.Update, sdk.ConfigErrors) {
 }
 
 type fileParser struct {
-	file string
+	*yamlnode.Reader
 	errs sdk.ConfigErrors
-	// budget bounds the nodes visited, so that aliases cannot make a small
-	// file expand without limit.
-	budget   int
-	reported bool // that the budget ran out
-}
-
-func (p *fileParser) errorf(line int, format string, args ...any) {
-	p.errs = append(p.errs, sdk.FieldError{File: p.file, Line: max(line, 1), Message: fmt.Sprintf(format, args...)})
-}
-
-// spend takes cost from the budget and reports whether any was left. The
-// caller that notices the budget ran out reports it, at its own line.
-func (p *fileParser) spend(cost int) bool {
-	if p.budget < 0 {
-		return false
-	}
-	p.budget -= cost
-	return p.budget >= 0
-}
-
-// tooLarge reports, once, that the budget ran out.
-func (p *fileParser) tooLarge(line int, path string) {
-	if p.budget < 0 && !p.reported {
-		p.reported = true
-		p.errorf(line, "%s: too large, or expands too far through aliases", yamlnode.Where(path))
-	}
 }
 
 // value is jsonValue for the value of key k, reporting an exhausted budget
 // at k.
 func (p *fileParser) value(path string, k, v *yaml.Node, floats bool) (any, bool) {
 	val, ok := p.jsonValue(path, v, floats)
-	p.tooLarge(k.Line, path)
-	return val, ok && p.budget >= 0
-}
-
-func (p *fileParser) yamlError(data []byte, err error) {
-	for _, pr := range yamlnode.Problems(data, err) {
-		p.errorf(pr.Line, "yaml: %s", pr.Msg)
-	}
+	p.TooLarge(k.Line, path)
+	return val, ok && !p.Exhausted()
 }
 
 func (p *fileParser) parse(data []byte) sdk.Update {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
-		p.yamlError(data, err)
+		p.YAMLError(data, err)
 		return sdk.Update{}
 	}
 	if len(doc.Content) == 0 || yamlnode.IsNull(doc.Content[0]) {
 		// An editor that truncates the file before writing it shows us an
 		// empty file for a moment; serving nothing then would drop every
 		// cluster. An empty state has to be asked for.
-		p.errorf(1, "file is empty (write `clusters: []` to serve nothing)")
+		p.Errorf(1, "file is empty (write `clusters: []` to serve nothing)")
 		return sdk.Update{}
 	}
 	upd := sdk.Update{Full: true, Clusters: []sdk.Cluster{}}
-	p.fields("", nil, doc.Content[0], []string{"clusters", "resources"}, func(key string, k, v *yaml.Node) {
+	p.Fields("", nil, doc.Content[0], []string{"clusters", "resources"}, func(key string, k, v *yaml.Node) {
 		switch key {
 		case "clusters":
 			upd.Clusters = p.clusters(k, v)
@@ -134,33 +105,19 @@ func (p *fileParser) parse(data []byte) sdk.Update {
 			upd.Resources = p.resources(k, v)
 		}
 	})
-	p.tooLarge(1, "")
+	p.TooLarge(1, "")
 	return upd
 }
 
 func (p *fileParser) clusters(k, v *yaml.Node) []sdk.Cluster {
-	out := []sdk.Cluster{}
-	seen := map[string]int{}
-	for i, e := range p.list("clusters", k, v) {
-		path := fmt.Sprintf("clusters[%d]", i)
-		line := e.Line
-		e = yamlnode.Resolve(e)
-		if e.Kind != yaml.MappingNode {
-			p.errorf(line, "%s: expected a mapping with name and endpoints, found %s", path, yamlnode.Describe(e))
-			continue
-		}
-		c, nameLine, ok := p.cluster(path, line, e)
-		if c.Name != "" {
-			if first, dup := seen[c.Name]; dup {
-				p.errorf(nameLine, "%s.name: duplicate cluster %q (first at line %d)", path, c.Name, first)
-				ok = false
-			} else {
-				seen[c.Name] = nameLine
-			}
-		}
-		if ok {
-			out = append(out, c)
-		}
+	out := yamlnode.Named(p.Reader, "clusters", p.List("clusters", k, v),
+		"expected a mapping with name and endpoints, found", "duplicate cluster",
+		func(path string, line int, n *yaml.Node) (sdk.Cluster, string, int, bool) {
+			c, nameLine, ok := p.cluster(path, line, n)
+			return c, c.Name, nameLine, ok
+		})
+	if out == nil {
+		return []sdk.Cluster{}
 	}
 	return out
 }
@@ -176,15 +133,15 @@ func (p *fileParser) cluster(path string, line int, n *yaml.Node) (sdk.Cluster, 
 		key *yaml.Node
 		val any
 	}
-	var overlay []field
-	for _, pr := range p.pairs(n, path) {
+	var overlayFields []field
+	for _, pr := range p.Pairs(n, path) {
 		k, v := pr.Key, pr.Val
 		switch k.Value {
 		case "name":
 			nameKey, nameLine = k, k.Line
-			s, ok := p.str(path+".name", k, v)
+			s, ok := p.Str(path+".name", k, v)
 			if ok && s == "" {
-				p.errorf(k.Line, "%s.name: must not be empty", path)
+				p.Errorf(k.Line, "%s.name: must not be empty", path)
 			}
 			c.Name = s
 		case "endpoints":
@@ -192,41 +149,41 @@ func (p *fileParser) cluster(path string, line int, n *yaml.Node) (sdk.Cluster, 
 		default:
 			val, ok := p.value(path+"."+k.Value, k, v, false)
 			if ok {
-				overlay = append(overlay, field{k, val})
+				overlayFields = append(overlayFields, field{k, val})
 			}
 		}
 	}
 	if nameKey == nil {
-		p.errorf(line, "%s: missing name", path)
+		p.Errorf(line, "%s: missing name", path)
 	}
 
 	// Check each overlay field alone, to report every bad one at its line,
 	// then all of them together.
 	fields := map[string]any{}
 	good := true
-	for _, f := range overlay {
+	for _, f := range overlayFields {
 		fields[f.key.Value] = f.val
-		if _, err := translate.ParseOverlay(map[string]any{f.key.Value: f.val}); err != nil {
+		if _, err := overlay.Parse(map[string]any{f.key.Value: f.val}); err != nil {
 			good = false
 			if s := suggest.Hint(f.key.Value, []string{"name", "endpoints"}); s != "" && strings.Contains(err.Error(), "unknown field") {
-				p.errorf(f.key.Line, "%s: unknown key %q%s", path, f.key.Value, s)
+				p.Errorf(f.key.Line, "%s: unknown key %q%s", path, f.key.Value, s)
 				continue
 			}
 			msg := strings.TrimPrefix(overlayMessage(err), f.key.Value+": ")
-			p.errorf(f.key.Line, "%s.%s: %s", path, f.key.Value, msg)
+			p.Errorf(f.key.Line, "%s.%s: %s", path, f.key.Value, msg)
 		}
 	}
 	if good && len(fields) > 0 {
-		b, err := translate.ParseOverlay(fields)
+		b, err := overlay.Parse(fields)
 		if err != nil {
-			p.errorf(line, "%s: %s", path, overlayMessage(err))
+			p.Errorf(line, "%s: %s", path, overlayMessage(err))
 		}
 		c.Overlay = b
 	}
 	return c, nameLine, len(p.errs) == nerrs
 }
 
-// overlayMessage is a ParseOverlay error without its "overlay: " prefix.
+// overlayMessage is an overlay.Parse error without its "overlay: " prefix.
 func overlayMessage(err error) string {
 	return strings.TrimPrefix(err.Error(), "overlay: ")
 }
@@ -234,12 +191,12 @@ func overlayMessage(err error) string {
 func (p *fileParser) endpoints(path string, k, v *yaml.Node) []sdk.Endpoint {
 	var out []sdk.Endpoint
 	seen := map[netip.AddrPort]int{}
-	for i, e := range p.list(path, k, v) {
+	for i, e := range p.List(path, k, v) {
 		epath := fmt.Sprintf("%s[%d]", path, i)
 		line := e.Line
 		e = yamlnode.Resolve(e)
 		if e.Kind != yaml.MappingNode {
-			p.errorf(line, "%s: expected a mapping with address and port, found %s", epath, yamlnode.Describe(e))
+			p.Errorf(line, "%s: expected a mapping with address and port, found %s", epath, yamlnode.Describe(e))
 			continue
 		}
 		ep, ap, ok := p.endpoint(epath, line, e)
@@ -247,7 +204,7 @@ func (p *fileParser) endpoints(path string, k, v *yaml.Node) []sdk.Endpoint {
 			continue
 		}
 		if first, dup := seen[ap]; dup {
-			p.errorf(line, "%s: duplicate endpoint %s (first at line %d)", epath, ap, first)
+			p.Errorf(line, "%s: duplicate endpoint %s (first at line %d)", epath, ap, first)
 			continue
 		}
 		seen[ap] = line
@@ -262,23 +219,23 @@ func (p *fileParser) endpoint(path string, line int, n *yaml.Node) (sdk.Endpoint
 	var ep sdk.Endpoint
 	var addr netip.Addr
 	var hasAddr, hasPort bool
-	p.fields(path, nil, n, endpointKeys(), func(key string, k, v *yaml.Node) {
+	p.Fields(path, nil, n, endpointKeys(), func(key string, k, v *yaml.Node) {
 		kpath := path + "." + key
 		switch key {
 		case "address":
 			hasAddr = true
-			s, ok := p.str(kpath, k, v)
+			s, ok := p.Str(kpath, k, v)
 			if !ok {
 				return
 			}
 			a, err := netip.ParseAddr(s)
 			switch {
 			case s == "":
-				p.errorf(k.Line, "%s: must not be empty", kpath)
+				p.Errorf(k.Line, "%s: must not be empty", kpath)
 			case err != nil:
-				p.errorf(k.Line, "%s: %q is not an IP address (the static plugin does not resolve host names)", kpath, s)
+				p.Errorf(k.Line, "%s: %q is not an IP address (the static plugin does not resolve host names)", kpath, s)
 			case a.Zone() != "":
-				p.errorf(k.Line, "%s: %q has an IPv6 zone, which Envoy does not take", kpath, s)
+				p.Errorf(k.Line, "%s: %q has an IPv6 zone, which Envoy does not take", kpath, s)
 			default:
 				addr = a
 				ep.Address = a.String()
@@ -287,7 +244,7 @@ func (p *fileParser) endpoint(path string, line int, n *yaml.Node) (sdk.Endpoint
 			hasPort = true
 			if n, ok := p.integer(kpath, k, v); ok {
 				if n < 1 || n > 65535 {
-					p.errorf(k.Line, "%s: %d out of range (1-65535)", kpath, n)
+					p.Errorf(k.Line, "%s: %d out of range (1-65535)", kpath, n)
 					return
 				}
 				ep.Port = uint32(n)
@@ -305,21 +262,21 @@ func (p *fileParser) endpoint(path string, line int, n *yaml.Node) (sdk.Endpoint
 				}
 			}
 		case "health":
-			s, ok := p.str(kpath, k, v)
+			s, ok := p.Str(kpath, k, v)
 			if !ok {
 				return
 			}
 			h, err := sdk.ParseHealth(s)
 			if err != nil {
-				p.errorf(k.Line, "%s: %v", kpath, err)
+				p.Errorf(k.Line, "%s: %v", kpath, err)
 				return
 			}
 			ep.Health = h
 		case "hostname":
-			ep.Hostname, _ = p.str(kpath, k, v)
+			ep.Hostname, _ = p.Str(kpath, k, v)
 		case "locality":
-			p.fields(kpath, k, v, []string{"region", "zone", "sub_zone"}, func(key string, k, v *yaml.Node) {
-				s, _ := p.str(kpath+"."+key, k, v)
+			p.Fields(kpath, k, v, []string{"region", "zone", "sub_zone"}, func(key string, k, v *yaml.Node) {
+				s, _ := p.Str(kpath+"."+key, k, v)
 				switch key {
 				case "region":
 					ep.Locality.Region = s
@@ -331,7 +288,7 @@ func (p *fileParser) endpoint(path string, line int, n *yaml.Node) (sdk.Endpoint
 			})
 		case "metadata":
 			if m := yamlnode.Resolve(v); !yamlnode.IsNull(m) && m.Kind != yaml.MappingNode {
-				p.errorf(k.Line, "%s: expected a mapping, found %s", kpath, yamlnode.Describe(m))
+				p.Errorf(k.Line, "%s: expected a mapping, found %s", kpath, yamlnode.Describe(m))
 				return
 			}
 			if md, ok := p.value(kpath, k, v, true); ok && md != nil {
@@ -340,10 +297,10 @@ func (p *fileParser) endpoint(path string, line int, n *yaml.Node) (sdk.Endpoint
 		}
 	})
 	if !hasAddr {
-		p.errorf(line, "%s: missing address", path)
+		p.Errorf(line, "%s: missing address", path)
 	}
 	if !hasPort {
-		p.errorf(line, "%s: missing port", path)
+		p.Errorf(line, "%s: missing port", path)
 	}
 	return ep, netip.AddrPortFrom(addr, uint16(ep.Port)), len(p.errs) == nerrs
 }
@@ -354,16 +311,16 @@ var wholeRE = regexp.MustCompile(`^[-+]?[0-9_]+$`)
 func (p *fileParser) integer(path string, k, v *yaml.Node) (int64, bool) {
 	v = yamlnode.Resolve(v)
 	if v.Kind == yaml.ScalarNode && v.ShortTag() == "!!float" && wholeRE.MatchString(v.Value) {
-		p.errorf(k.Line, "%s: %s is out of range", path, v.Value)
+		p.Errorf(k.Line, "%s: %s is out of range", path, v.Value)
 		return 0, false
 	}
 	if v.Kind != yaml.ScalarNode || v.ShortTag() != "!!int" {
-		p.errorf(k.Line, "%s: expected a whole number, found %s", path, yamlnode.Describe(v))
+		p.Errorf(k.Line, "%s: expected a whole number, found %s", path, yamlnode.Describe(v))
 		return 0, false
 	}
 	var n int64
 	if err := v.Decode(&n); err != nil {
-		p.errorf(k.Line, "%s: %s is out of range", path, v.Value)
+		p.Errorf(k.Line, "%s: %s is out of range", path, v.Value)
 		return 0, false
 	}
 	return n, true
@@ -372,10 +329,10 @@ func (p *fileParser) integer(path string, k, v *yaml.Node) (int64, bool) {
 func (p *fileParser) uint32(path string, k *yaml.Node, n int64) (uint32, bool) {
 	switch {
 	case n < 0:
-		p.errorf(k.Line, "%s: must not be negative, got %d", path, n)
+		p.Errorf(k.Line, "%s: must not be negative, got %d", path, n)
 		return 0, false
 	case n > math.MaxUint32:
-		p.errorf(k.Line, "%s: %d out of range (0-%d)", path, n, uint32(math.MaxUint32))
+		p.Errorf(k.Line, "%s: %d out of range (0-%d)", path, n, uint32(math.MaxUint32))
 		return 0, false
 	}
 	return uint32(n), true
@@ -385,12 +342,12 @@ func (p *fileParser) uint32(path string, k *yaml.Node, n int64) (uint32, bool) {
 func (p *fileParser) resources(k, v *yaml.Node) []sdk.Resource {
 	var out []sdk.Resource
 	seen := map[sdk.ResourceRef]int{}
-	for i, e := range p.list("resources", k, v) {
+	for i, e := range p.List("resources", k, v) {
 		path := fmt.Sprintf("resources[%d]", i)
 		line := e.Line
 		e = yamlnode.Resolve(e)
 		if e.Kind != yaml.MappingNode {
-			p.errorf(line, "%s: expected a mapping with \"@type\" and name, found %s", path, yamlnode.Describe(e))
+			p.Errorf(line, "%s: expected a mapping with \"@type\" and name, found %s", path, yamlnode.Describe(e))
 			continue
 		}
 		r, ok := p.resource(path, line, e)
@@ -399,7 +356,7 @@ func (p *fileParser) resources(k, v *yaml.Node) []sdk.Resource {
 		}
 		ref := sdk.ResourceRef{TypeURL: r.TypeURL, Name: r.Name}
 		if first, dup := seen[ref]; dup {
-			p.errorf(line, "%s: duplicate %s %q (first at line %d)", path, shortType(r.TypeURL), r.Name, first)
+			p.Errorf(line, "%s: duplicate %s %q (first at line %d)", path, shortType(r.TypeURL), r.Name, first)
 			continue
 		}
 		seen[ref] = line
@@ -415,8 +372,8 @@ func shortType(url string) string {
 // resource parses one Envoy-native resource.
 func (p *fileParser) resource(path string, line int, n *yaml.Node) (sdk.Resource, bool) {
 	val, ok := p.jsonValue(path, n, false)
-	p.tooLarge(line, path)
-	if !ok || p.budget < 0 {
+	p.TooLarge(line, path)
+	if !ok || p.Exhausted() {
 		return sdk.Resource{}, false
 	}
 	obj := val.(map[string]any)
@@ -427,7 +384,7 @@ func (p *fileParser) resource(path string, line int, n *yaml.Node) (sdk.Resource
 	}
 	switch {
 	case obj["@type"] == nil:
-		p.errorf(line, "%s: missing \"@type\" (e.g. type.googleapis.com/envoy.config.listener.v3.Listener)", path)
+		p.Errorf(line, "%s: missing \"@type\" (e.g. type.googleapis.com/envoy.config.listener.v3.Listener)", path)
 		return sdk.Resource{}, false
 	case !slices.Contains(resourceTypes(), typeURL):
 		msg := fmt.Sprintf("%s.@type: unsupported resource type %v", path, obj["@type"])
@@ -443,19 +400,19 @@ func (p *fileParser) resource(path string, line int, n *yaml.Node) (sdk.Resource
 			}
 			msg += fmt.Sprintf(" (valid: type.googleapis.com/ followed by the full name of %s)", strings.Join(short, ", "))
 		}
-		p.errorf(typeLine, "%s", msg)
+		p.Errorf(typeLine, "%s", msg)
 		return sdk.Resource{}, false
 	}
 	mt, err := protoregistry.GlobalTypes.FindMessageByURL(typeURL)
 	if err != nil {
-		p.errorf(typeLine, "%s.@type: %s is not a known message type", path, typeURL)
+		p.Errorf(typeLine, "%s.@type: %s is not a known message type", path, typeURL)
 		return sdk.Resource{}, false
 	}
 	delete(obj, "@type")
 	// protojson names only the first unknown field, and without a line.
 	md := mt.Descriptor()
 	unknown := false
-	for _, pr := range p.pairs(n, path) {
+	for _, pr := range p.Pairs(n, path) {
 		k := pr.Key.Value
 		if k == "@type" || md.Fields().ByJSONName(k) != nil || md.Fields().ByName(protoreflect.Name(k)) != nil {
 			continue
@@ -465,7 +422,7 @@ func (p *fileParser) resource(path string, line int, n *yaml.Node) (sdk.Resource
 		for i := range names {
 			names[i] = string(md.Fields().Get(i).Name())
 		}
-		p.errorf(pr.Key.Line, "%s: unknown field %q in %s%s", path, k, md.Name(), suggest.Hint(k, names))
+		p.Errorf(pr.Key.Line, "%s: unknown field %q in %s%s", path, k, md.Name(), suggest.Hint(k, names))
 	}
 	if unknown {
 		return sdk.Resource{}, false
@@ -474,7 +431,7 @@ func (p *fileParser) resource(path string, line int, n *yaml.Node) (sdk.Resource
 	if err := unmarshalJSON(obj, msg); err != nil {
 		// Find the first top-level field at fault, for its line.
 		eline, epath := line, path
-		for _, pr := range p.pairs(n, path) {
+		for _, pr := range p.Pairs(n, path) {
 			if pr.Key.Value == "@type" {
 				continue
 			}
@@ -483,23 +440,23 @@ func (p *fileParser) resource(path string, line int, n *yaml.Node) (sdk.Resource
 				break
 			}
 		}
-		p.errorf(eline, "%s: %s", epath, protoMessage(err))
+		p.Errorf(eline, "%s: %s", epath, protoMessage(err))
 		return sdk.Resource{}, false
 	}
 	name := msg.ProtoReflect().Get(msg.ProtoReflect().Descriptor().Fields().ByName("name")).String()
 	if name == "" {
-		p.errorf(line, "%s: missing name", path)
+		p.Errorf(line, "%s: missing name", path)
 		return sdk.Resource{}, false
 	}
 	if v, ok := msg.(interface{ ValidateAll() error }); ok {
 		if err := v.ValidateAll(); err != nil {
-			p.errorf(line, "%s: invalid %s %q: %v", path, shortType(typeURL), name, err)
+			p.Errorf(line, "%s: invalid %s %q: %v", path, shortType(typeURL), name, err)
 			return sdk.Resource{}, false
 		}
 	}
 	r, err := sdk.NewResource(msg)
 	if err != nil {
-		p.errorf(line, "%s: %v", path, err)
+		p.Errorf(line, "%s: %v", path, err)
 		return sdk.Resource{}, false
 	}
 	return r, true
@@ -546,80 +503,19 @@ func lookup(n *yaml.Node, key string) (k, v *yaml.Node) {
 	return nil, nil
 }
 
-// fields walks a mapping with known keys (k is nil at the top level),
-// reporting unknown ones with a suggestion. A null value is an empty
-// mapping.
-func (p *fileParser) fields(path string, k, v *yaml.Node, known []string, set func(key string, k, v *yaml.Node)) {
-	v = yamlnode.Resolve(v)
-	if yamlnode.IsNull(v) {
-		return
-	}
-	if v.Kind != yaml.MappingNode {
-		line := v.Line
-		if k != nil {
-			line = k.Line
-		}
-		p.errorf(line, "%s: expected a mapping, found %s", yamlnode.Where(path), yamlnode.Describe(v))
-		return
-	}
-	for _, pr := range p.pairs(v, path) {
-		if path == "" && strings.HasPrefix(pr.Key.Value, "x-") {
-			continue // a place for anchors, as in Compose files
-		}
-		if !slices.Contains(known, pr.Key.Value) {
-			in := " in " + path
-			if path == "" {
-				in = " at the top level"
-			}
-			hint := suggest.Hint(pr.Key.Value, known)
-			if hint == "" {
-				hint = " (valid: " + strings.Join(known, ", ") + ")"
-			}
-			p.errorf(pr.Key.Line, "unknown key %q%s%s", pr.Key.Value, in, hint)
-			continue
-		}
-		set(pr.Key.Value, pr.Key, pr.Val)
-	}
-}
-
-// list returns the entries of a list; null is an empty list.
-func (p *fileParser) list(path string, k, v *yaml.Node) []*yaml.Node {
-	v = yamlnode.Resolve(v)
-	if yamlnode.IsNull(v) {
-		return nil
-	}
-	if v.Kind != yaml.SequenceNode {
-		p.errorf(k.Line, "%s: expected a list, found %s", path, yamlnode.Describe(v))
-		return nil
-	}
-	return v.Content
-}
-
-func (p *fileParser) str(path string, k, v *yaml.Node) (string, bool) {
-	v = yamlnode.Resolve(v)
-	if yamlnode.IsNull(v) {
-		return "", true
-	}
-	if v.Kind != yaml.ScalarNode {
-		p.errorf(k.Line, "%s: expected a string, found %s", path, yamlnode.Describe(v))
-		return "", false
-	}
-	return v.Value, true
-}
-
 // jsonValue converts a node to a JSON-like value: map[string]any, []any,
 // string, bool, nil, and numbers as int64, uint64 or float64 (all float64
 // when floats is set, as sdk.Endpoint.Metadata wants).
 func (p *fileParser) jsonValue(path string, n *yaml.Node, floats bool) (any, bool) {
 	n = yamlnode.Resolve(n)
-	if !p.spend(1) {
+	if !p.Spend(1) {
 		return nil, false
 	}
 	switch n.Kind {
 	case yaml.MappingNode:
 		out := map[string]any{}
 		ok := true
-		for _, pr := range p.pairs(n, path) {
+		for _, pr := range p.Pairs(n, path) {
 			v, good := p.jsonValue(path+"."+pr.Key.Value, pr.Val, floats)
 			ok = ok && good
 			out[pr.Key.Value] = v
@@ -641,7 +537,7 @@ func (p *fileParser) jsonValue(path string, n *yaml.Node, floats bool) (any, boo
 		case "!!bool":
 			var b bool
 			if err := n.Decode(&b); err != nil {
-				p.errorf(n.Line, "%s: %s is not a boolean", path, n.Value)
+				p.Errorf(n.Line, "%s: %s is not a boolean", path, n.Value)
 				return nil, false
 			}
 			return b, true
@@ -660,12 +556,12 @@ func (p *fileParser) jsonValue(path string, n *yaml.Node, floats bool) (any, boo
 				}
 				return u, true
 			}
-			p.errorf(n.Line, "%s: number %s is out of range", path, n.Value)
+			p.Errorf(n.Line, "%s: number %s is out of range", path, n.Value)
 			return nil, false
 		case "!!float":
 			var f float64
 			if err := n.Decode(&f); err != nil || math.IsInf(f, 0) || math.IsNaN(f) {
-				p.errorf(n.Line, "%s: %s is not a finite number", path, n.Value)
+				p.Errorf(n.Line, "%s: %s is not a finite number", path, n.Value)
 				return nil, false
 			}
 			return f, true
@@ -673,11 +569,6 @@ func (p *fileParser) jsonValue(path string, n *yaml.Node, floats bool) (any, boo
 			return n.Value, true
 		}
 	}
-	p.errorf(n.Line, "%s: unexpected YAML node", path)
+	p.Errorf(n.Line, "%s: unexpected YAML node", path)
 	return nil, false
-}
-
-// pairs returns the entries of mapping n (see yamlnode.Walker.Pairs).
-func (p *fileParser) pairs(n *yaml.Node, path string) []yamlnode.Pair {
-	return yamlnode.Walker{Errorf: p.errorf, Spend: p.spend}.Pairs(n, path)
 }

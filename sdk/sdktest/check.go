@@ -17,7 +17,7 @@ import (
 	_ "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 
 	"github.com/xdsbridge/xdsbridge/sdk"
-	"github.com/xdsbridge/xdsbridge/xds/translate"
+	"github.com/xdsbridge/xdsbridge/sdk/overlay"
 )
 
 // typeURLPrefix is the only type URL prefix xdsbridge serves.
@@ -109,7 +109,7 @@ func checkCluster(i int, c *sdk.Cluster, names map[string]int, removed map[strin
 		names[c.Name] = i
 	}
 	if len(c.Overlay) > 0 {
-		if err := translate.ValidateOverlay(c.Overlay); err != nil {
+		if err := overlay.Validate(c.Overlay); err != nil {
 			bad("overlay: %v", err)
 		}
 	}

@@ -23,7 +23,7 @@ func listener(t *testing.T, name string) sdk.Resource {
 	return r
 }
 
-func overlay(t *testing.T, c *clusterv3.Cluster) []byte {
+func marshalOverlay(t *testing.T, c *clusterv3.Cluster) []byte {
 	t.Helper()
 	b, err := proto.Marshal(c)
 	if err != nil {
@@ -49,7 +49,7 @@ func TestCheckUpdate(t *testing.T) {
 		{name: "valid empty full state", u: sdk.Update{Full: true}},
 		{name: "valid change set", u: sdk.Update{Clusters: []sdk.Cluster{{Name: "a"}}, RemovedClusters: []string{"b"}}},
 		{name: "valid status", u: sdk.Update{Status: &sdk.Status{State: sdk.Disconnected, Reason: "registry down"}}},
-		{name: "valid overlay", u: sdk.Update{Full: true, Clusters: []sdk.Cluster{{Name: "a", Overlay: overlay(t, &clusterv3.Cluster{ConnectTimeout: durationpb.New(1e9)})}}}},
+		{name: "valid overlay", u: sdk.Update{Full: true, Clusters: []sdk.Cluster{{Name: "a", Overlay: marshalOverlay(t, &clusterv3.Cluster{ConnectTimeout: durationpb.New(1e9)})}}}},
 		{
 			name: "valid unknown resource type",
 			u:    sdk.Update{Full: true, Resources: []sdk.Resource{{TypeURL: "type.googleapis.com/example.Unlinked", Value: []byte{1}}}},
@@ -67,7 +67,7 @@ func TestCheckUpdate(t *testing.T) {
 		{name: "port 65536", u: sdk.Update{Full: true, Clusters: []sdk.Cluster{{Name: "a", Endpoints: []sdk.Endpoint{ep("10.0.0.1", 65536)}}}}, want: []string{"port outside 1-65535"}},
 		{name: "bad health", u: sdk.Update{Full: true, Clusters: []sdk.Cluster{{Name: "a", Endpoints: []sdk.Endpoint{{Address: "10.0.0.1", Port: 1, Health: 9}}}}}, want: []string{"unknown health 9"}},
 		{name: "duplicate endpoint", u: sdk.Update{Full: true, Clusters: []sdk.Cluster{{Name: "a", Endpoints: []sdk.Endpoint{ep("10.0.0.1", 80), ep("::ffff:10.0.0.1", 80)}}}}, want: []string{"same address and port as endpoints[0]"}},
-		{name: "bad overlay", u: sdk.Update{Full: true, Clusters: []sdk.Cluster{{Name: "a", Overlay: overlay(t, &clusterv3.Cluster{Name: "other"})}}}, want: []string{`clusters[0] "a": overlay:`}},
+		{name: "bad overlay", u: sdk.Update{Full: true, Clusters: []sdk.Cluster{{Name: "a", Overlay: marshalOverlay(t, &clusterv3.Cluster{Name: "other"})}}}, want: []string{`clusters[0] "a": overlay:`}},
 		{name: "garbage overlay", u: sdk.Update{Full: true, Clusters: []sdk.Cluster{{Name: "a", Overlay: []byte{0xff, 0xff}}}}, want: []string{"overlay:"}},
 		{name: "resource without type URL", u: sdk.Update{Full: true, Resources: []sdk.Resource{{Value: []byte{1}}}}, want: []string{"type URL does not start with"}},
 		{name: "resource with bare prefix", u: sdk.Update{Full: true, Resources: []sdk.Resource{{TypeURL: "type.googleapis.com/", Value: []byte{1}}}}, want: []string{"type URL does not start with"}},

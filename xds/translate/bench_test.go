@@ -8,6 +8,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/xdsbridge/xdsbridge/aggregator"
+	"github.com/xdsbridge/xdsbridge/sdk/overlay"
 	"github.com/xdsbridge/xdsbridge/xds/translate"
 )
 
@@ -18,7 +19,7 @@ var benchSizes = []int{100, 10_000}
 func benchCluster(b *testing.B, n int) *aggregator.Cluster {
 	b.Helper()
 	c := generate(rand.New(rand.NewPCG(7, 8)), "bench", n, false)
-	overlay, err := translate.ParseOverlay(map[string]any{
+	ov, err := overlay.Parse(map[string]any{
 		"connect_timeout":  "0.25s",
 		"lb_policy":        "LEAST_REQUEST",
 		"circuit_breakers": map[string]any{"thresholds": []any{map[string]any{"max_connections": 1000}}},
@@ -26,7 +27,7 @@ func benchCluster(b *testing.B, n int) *aggregator.Cluster {
 	if err != nil {
 		b.Fatal(err)
 	}
-	c.Overlay = overlay
+	c.Overlay = ov
 	// Sorted, as the aggregator hands clusters out.
 	cla := translate.LoadAssignment(c)
 	sorted := c.Endpoints[:0:0]

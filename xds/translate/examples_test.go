@@ -31,6 +31,7 @@ import (
 
 	"github.com/xdsbridge/xdsbridge/aggregator"
 	"github.com/xdsbridge/xdsbridge/sdk"
+	"github.com/xdsbridge/xdsbridge/sdk/overlay"
 	"github.com/xdsbridge/xdsbridge/xds/translate"
 )
 
@@ -443,7 +444,7 @@ type staticEndpoint struct {
 }
 
 // loadStatic reads a static-plugin file into aggregator clusters (through
-// ParseOverlay) and its resources, each validated.
+// overlay.Parse) and its resources, each validated.
 func loadStatic(t *testing.T, path string) ([]*aggregator.Cluster, []proto.Message) {
 	t.Helper()
 	data, err := os.ReadFile(path)
@@ -458,7 +459,7 @@ func loadStatic(t *testing.T, path string) ([]*aggregator.Cluster, []proto.Messa
 	}
 	var clusters []*aggregator.Cluster
 	for _, sc := range f.Clusters {
-		ov, err := translate.ParseOverlay(sc.Overlay)
+		ov, err := overlay.Parse(sc.Overlay)
 		if err != nil {
 			t.Fatalf("%s: cluster %s: %v", path, sc.Name, err)
 		}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/xdsbridge/xdsbridge/aggregator"
 	"github.com/xdsbridge/xdsbridge/sdk"
+	"github.com/xdsbridge/xdsbridge/sdk/overlay"
 	"github.com/xdsbridge/xdsbridge/xds/translate"
 )
 
@@ -33,10 +34,10 @@ type input struct {
 
 type inputCluster struct {
 	Name string `yaml:"name"`
-	// Overlay goes through ParseOverlay, as a plugin's configuration would.
+	// Overlay goes through overlay.Parse, as a plugin's configuration would.
 	Overlay map[string]any `yaml:"overlay"`
 	// RawOverlay is protojson for a clusterv3.Cluster, marshalled as it is:
-	// it reaches Cluster without ParseOverlay's checks.
+	// it reaches Cluster without overlay.Parse's checks.
 	RawOverlay map[string]any  `yaml:"raw_overlay"`
 	Endpoints  []inputEndpoint `yaml:"endpoints"`
 }
@@ -65,7 +66,7 @@ type inputLocality struct {
 type goldenCase struct {
 	name     string
 	clusters []*aggregator.Cluster
-	// overlayErrs holds ParseOverlay's error per cluster, or "".
+	// overlayErrs holds overlay.Parse's error per cluster, or "".
 	overlayErrs []string
 }
 
@@ -107,7 +108,7 @@ func loadInputs(t testing.TB) []goldenCase {
 func (ic inputCluster) cluster() (c *aggregator.Cluster, overlayErr string, err error) {
 	c = &aggregator.Cluster{Name: ic.Name}
 	if ic.Overlay != nil {
-		b, err := translate.ParseOverlay(ic.Overlay)
+		b, err := overlay.Parse(ic.Overlay)
 		if err != nil {
 			overlayErr = err.Error()
 		}

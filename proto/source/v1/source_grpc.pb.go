@@ -6,7 +6,7 @@
 // Watch stream open for as long as the plugin runs.
 //
 // Versioning happens at two levels:
-//   - the go-plugin handshake protocol version (see internal/wire), which
+//   - the go-plugin handshake protocol version (see internal/wire/wire.go), which
 //     changes only when this service changes incompatibly;
 //   - api_versions in Info, which lets a newer host talk to older plugins.
 // This file is API version 1.

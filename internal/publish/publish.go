@@ -1,4 +1,9 @@
-package xds
+// Package publish is the glue between the aggregator and the store: it
+// translates each change the aggregator hands downstream into Envoy
+// resources and applies them to the store in one step, and it measures
+// push latency (PushClock) from the moment the plugin host receives an
+// update to the moment the xDS server writes the response that carries it.
+package publish
 
 import (
 	"context"
@@ -85,7 +90,8 @@ func (p *Publisher) Publish(_ context.Context, c *aggregator.Change) {
 	}
 }
 
-// Sink is what the plugin host delivers source updates to.
+// Sink is what the plugin host delivers source updates to: the
+// aggregator.
 type Sink interface {
 	Apply(source string, u sdk.Update)
 }
@@ -94,8 +100,8 @@ type Sink interface {
 // writing a response that carries it. Put its Sink in front of the
 // aggregator to note when updates arrive, and give it to the Publisher,
 // which stamps each type version it publishes with the time the latest
-// update was received, and to the server, which looks the version of every
-// response it writes up.
+// update was received, and to the xDS server (xds.Options.Clock), which
+// looks the version of every response it writes up.
 //
 // Updates the aggregator coalesces (within its debounce) are stamped with
 // the latest of them, so latency is measured from the last update of a
@@ -164,9 +170,9 @@ func (c *PushClock) published(typeURL, version string, now time.Time) {
 	l.next = (l.next + 1) % versionsKept
 }
 
-// lookup returns when the update behind a published type version was
+// Lookup returns when the update behind a published type version was
 // received and when the version was published.
-func (c *PushClock) lookup(typeURL, version string) (received, published time.Time, ok bool) {
+func (c *PushClock) Lookup(typeURL, version string) (received, published time.Time, ok bool) {
 	if c == nil || version == "" {
 		return time.Time{}, time.Time{}, false
 	}

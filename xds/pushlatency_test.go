@@ -10,6 +10,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/xdsbridge/xdsbridge/internal/publish"
 	"github.com/xdsbridge/xdsbridge/sdk"
 )
 
@@ -31,7 +32,7 @@ func histogram(t *testing.T, e *env, typeLabel string) *dto.Histogram {
 // written; it is observed only for clients subscribed before the update
 // was published, not for a client's first response.
 func TestPushLatency(t *testing.T) {
-	clock := NewPushClock()
+	clock := publish.NewPushClock()
 	e := startEnv(t, Options{Clock: clock})
 	e.publish(cluster("a", 80))
 	st := e.ads(e.dial())
@@ -79,30 +80,6 @@ func TestPushLatency(t *testing.T) {
 	time.Sleep(100 * time.Millisecond)
 	if got := histogram(t, e, cdsLabel).GetSampleCount(); got != 1 {
 		t.Errorf("samples = %d after a late subscriber's first response, want still 1", got)
-	}
-}
-
-// The clock remembers the last versions of each type, newest first.
-func TestPushClockLookup(t *testing.T) {
-	c := NewPushClock()
-	t0 := time.Unix(1000, 0)
-	for i := range versionsKept + 2 {
-		c.published("T", string(rune('a'+i)), t0.Add(time.Duration(i)*time.Second))
-	}
-	if _, _, ok := c.lookup("T", "a"); ok {
-		t.Error("the oldest version is still remembered beyond the bound")
-	}
-	_, pub, ok := c.lookup("T", string(rune('a'+versionsKept+1)))
-	if !ok || !pub.Equal(t0.Add(time.Duration(versionsKept+1)*time.Second)) {
-		t.Errorf("newest version: published %v, %v", pub, ok)
-	}
-	c.published("T", "z", t0.Add(time.Hour))
-	c.published("T", "z", t0.Add(2*time.Hour))
-	if _, pub, _ := c.lookup("T", "z"); !pub.Equal(t0.Add(2 * time.Hour)) {
-		t.Errorf("a version published twice: lookup gives %v, want the newest", pub)
-	}
-	if _, _, ok := (*PushClock)(nil).lookup("T", "z"); ok {
-		t.Error("a nil clock knows a version")
 	}
 }
 

@@ -2,7 +2,7 @@
 // SnapshotCache and LinearCache and against a floor, on the same workload,
 // in one process, one after the other; see package bench.
 //
-//	xdsbench [--profile quick|full] [--systems xdsbridge,snapshot,linear,floor] [--out bench/results] [--publish docs/perf]
+//	xdsbench [--profile quick|full] [--systems xdsbridge,snapshot,linear,floor] [--out results] [--publish ../docs/perf]   (run in bench/)
 //
 // It prints a table of every figure with xdsbridge's ratio to each other
 // system and writes results.json, table.txt and chart.png to a new
@@ -88,7 +88,7 @@ Flags:
 	}
 	profileName := fs.String("profile", "quick", "quick (a few minutes), full (the targets' sizes throughout), or tiny (seconds, for tests)")
 	systemList := fs.String("systems", strings.Join(bench.SystemNames(), ","), "systems to run, comma-separated")
-	out := fs.String("out", "bench/results", "directory for the run's results (a new subdirectory per run)")
+	out := fs.String("out", "results", "directory for the run's results (a new subdirectory per run)")
 	publish := fs.String("publish", "", "also write the table and chart here, as PROFILE.md and PROFILE.png")
 	scenarioList := fs.String("scenarios", strings.Join(bench.ScenarioNames(), ","), "scenarios to run, comma-separated")
 	noRateLimit := fs.Bool("no-rate-limit", false, "turn off xdsbridge's default request rate limits")

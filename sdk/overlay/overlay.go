@@ -1,4 +1,15 @@
-package translate
+// Package overlay reads, checks and applies cluster overlays: the Envoy
+// Cluster fields a plugin sets on top of the EDS cluster xdsbridge generates
+// for each of its clusters (connect_timeout, lb_policy, circuit_breakers,
+// upstream TLS, …).
+//
+// A plugin calls Parse on the fields of its configuration and puts the
+// bytes in sdk.Cluster.Overlay; the aggregator checks them with Validate
+// and the translator builds the served cluster with Cluster. All three
+// apply the same rules, so an overlay a plugin accepts is one that is
+// served. The package depends on Envoy's cluster protos, not on the
+// aggregator, the translator or the xDS server.
+package overlay
 
 import (
 	"encoding/json"
@@ -16,13 +27,12 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	// The typed configs an overlay most often carries in its Any fields,
-	// registered so that ParseOverlay resolves their "@type":
+	// registered so that Parse resolves their "@type":
 	// typed_extension_protocol_options (HTTP/2 to the upstream) and
 	// transport_socket (upstream TLS).
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 
-	"github.com/xdsbridge/xdsbridge/aggregator"
 	"github.com/xdsbridge/xdsbridge/internal/suggest"
 )
 
@@ -30,65 +40,38 @@ import (
 // does not set one.
 const DefaultConnectTimeout = 5 * time.Second
 
-// Cluster builds the EDS cluster for c: name c.Name, type EDS,
-// eds_cluster_config{service_name: c.Name, eds_config: {resource_api_version:
-// V3, ads: {}}} and connect_timeout DefaultConnectTimeout, then the overlay
-// c.Overlay (a serialized clusterv3.Cluster) on top.
-//
-// The eds_config is ads, not self: Envoy does not implement
-// ConfigSource.self (the field is marked not-implemented, and Envoy's
-// subscription factory fails such a cluster with "Missing config source
-// specifier"), while both Envoy over ADS and gRPC's xDS client (which
-// accepts ads or self) fetch the endpoints on the stream the cluster came
-// on. A client that fetches clusters without ADS (CDS over REST, say) needs
-// an eds_config naming one of its own bootstrap clusters: see
-// ClusterWithEDSConfig.
+// Cluster builds the EDS cluster called name: type EDS,
+// eds_cluster_config{service_name: name, eds_config: eds} and
+// connect_timeout DefaultConnectTimeout, then overlay (a serialized
+// clusterv3.Cluster, or nil) on top. A nil eds means {resource_api_version:
+// V3, ads: {}}.
 //
 // A top-level field the overlay sets replaces the generated one as a whole
 // before the two are merged with proto.Merge: connect_timeout 0.25s gives
 // 0.25s, where merging the two Durations field by field would give 5.25s.
 //
-// It returns an error naming the cluster if the overlay does not parse, sets
-// a field it may not (name, type or cluster_type, eds_cluster_config,
-// load_assignment), or makes the cluster invalid by Envoy's rules (a
-// negative connect_timeout, say).
-func Cluster(c *aggregator.Cluster) (*clusterv3.Cluster, error) {
-	return ClusterWithEDSConfig(c, nil)
-}
-
-// ClusterWithEDSConfig is Cluster with eds (copied) as the eds_config, for
-// clients that do not use ADS: for CDS over REST, an api_config_source of
-// api_type REST naming the client's bootstrap cluster for xdsbridge's REST
-// address (xds_rest in examples/envoy/rest.yaml). A nil eds means ads, as
-// in Cluster.
-func ClusterWithEDSConfig(c *aggregator.Cluster, eds *corev3.ConfigSource) (*clusterv3.Cluster, error) {
+// It returns an error if the overlay does not parse, sets a field it may
+// not (name, type or cluster_type, eds_cluster_config, load_assignment), or
+// makes the cluster invalid by Envoy's rules (a negative connect_timeout,
+// say). The error does not name the cluster: the caller does.
+func Cluster(name string, overlay []byte, eds *corev3.ConfigSource) (*clusterv3.Cluster, error) {
 	if eds == nil {
-		eds = adsConfigSource()
-	} else {
-		eds = proto.Clone(eds).(*corev3.ConfigSource)
+		eds = &corev3.ConfigSource{
+			ResourceApiVersion:    corev3.ApiVersion_V3,
+			ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
+		}
 	}
-	cl, err := buildCluster(c.Name, c.Overlay, eds)
-	if err != nil {
-		return nil, fmt.Errorf("cluster %q: %w", c.Name, err)
-	}
-	return cl, nil
+	return buildCluster(name, overlay, eds)
 }
 
-func adsConfigSource() *corev3.ConfigSource {
-	return &corev3.ConfigSource{
-		ResourceApiVersion:    corev3.ApiVersion_V3,
-		ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
-	}
-}
-
-// ValidateOverlay is what plugins call to check an overlay early. It applies
-// the same rules as Cluster.
-func ValidateOverlay(overlay []byte) error {
-	_, err := buildCluster("overlay", overlay, adsConfigSource())
+// Validate is what plugins and the aggregator call to check an overlay
+// early. It applies the same rules as Cluster.
+func Validate(overlay []byte) error {
+	_, err := Cluster("overlay", overlay, nil)
 	return err
 }
 
-// ParseOverlay turns the optional Envoy Cluster fields of a plugin's
+// Parse turns the optional Envoy Cluster fields of a plugin's
 // configuration, written in YAML with proto3 JSON names (connect_timeout:
 // 0.25s, lb_policy: ROUND_ROBIN, circuit_breakers: {…}), into an overlay for
 // Cluster: deterministic proto bytes, or nil when fields is empty or sets
@@ -98,9 +81,9 @@ func ValidateOverlay(overlay []byte) error {
 //
 // Unknown fields are errors that give the field's path
 // (circuit_breakers.thresholds[0].max_conections, with a suggestion); so
-// are the fields Cluster does not allow and anything ValidateOverlay
+// are the fields Cluster does not allow and anything Validate
 // rejects. Errors start with "overlay: "; the caller adds the cluster.
-func ParseOverlay(fields map[string]any) ([]byte, error) {
+func Parse(fields map[string]any) ([]byte, error) {
 	if len(fields) == 0 {
 		return nil, nil
 	}
@@ -135,7 +118,7 @@ func ParseOverlay(fields map[string]any) ([]byte, error) {
 	if len(b) == 0 {
 		return nil, nil // only default values: no overlay
 	}
-	if err := ValidateOverlay(b); err != nil {
+	if err := Validate(b); err != nil {
 		return nil, err
 	}
 	return b, nil

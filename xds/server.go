@@ -136,6 +136,7 @@ func (s *Server) grpcOptions() []grpc.ServerOption {
 		grpc.MaxConcurrentStreams(1 << 20),
 		grpc.StatsHandler(&statsHandler{s: s}),
 		grpc.ChainStreamInterceptor(s.opts.Allow.StreamInterceptor(), s.limitRequests),
+		grpc.ForceServerCodecV2(newCodec()),
 	}
 	if s.opts.TLS != nil {
 		opts = append(opts, grpc.Creds(s.opts.TLS.ServerCredentials()))
@@ -167,11 +168,13 @@ func (s *Server) Run(ctx context.Context) error {
 	if s.opts.RESTCluster != "" {
 		fetcher = newRESTClusters(s.gate, s.opts.RESTCluster)
 	}
-	xdsServer := serverv3.NewServerAdvanced(
+	gcp := serverv3.NewServerAdvanced(
 		rest.NewServer(fetcher, s.callbacks),
 		sotw.NewServer(streamsCtx, s.gate, s.callbacks, xdsOpts...),
 		delta.NewServer(streamsCtx, s.gate, s.callbacks, xdsOpts...),
 	)
+	xdsServer := handlers{Server: gcp, sotw: &sotwServer{
+		ctx: streamsCtx, store: s.opts.Store, gate: s.gate, cb: s.callbacks, logger: s.opts.Logger}}
 
 	gs := grpc.NewServer(s.grpcOptions()...)
 	discoverygrpc.RegisterAggregatedDiscoveryServiceServer(gs, xdsServer)

@@ -218,17 +218,17 @@ func (s *Store) Apply(set []Item, remove []Ref) error {
 	s.gen++
 	// ADS streams receive every type's responses through one FIFO channel:
 	// notify in the order Envoy needs them (CDS before EDS, LDS before RDS).
-	slices.SortFunc(changed, func(a, b typeChange) int { return compareTypes(a.ts.url, b.ts.url) })
+	slices.SortFunc(changed, func(a, b typeChange) int { return CompareTypes(a.ts.url, b.ts.url) })
 	for _, c := range changed {
 		s.notify(c.ts, c.names)
 	}
 	return errors.Join(errs...)
 }
 
-// compareTypes orders type URLs for notification: Cluster,
-// ClusterLoadAssignment, Listener, RouteConfiguration, the other types
-// go-control-plane knows in its order, then unknown types by URL.
-func compareTypes(a, b string) int {
+// CompareTypes orders type URLs as aggregated streams must send them:
+// Cluster, ClusterLoadAssignment, Listener, RouteConfiguration, the other
+// types go-control-plane knows in its order, then unknown types by URL.
+func CompareTypes(a, b string) int {
 	ra, rb := cachev3.GetResponseType(a), cachev3.GetResponseType(b)
 	if ra != rb {
 		return int(ra) - int(rb)

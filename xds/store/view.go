@@ -27,6 +27,9 @@ type typeView struct {
 
 	versionsOnce sync.Once
 	versions     map[string]string
+
+	bodyOnce sync.Once
+	encoded  []byte
 }
 
 // merge returns the next generation: v with the changed names (sorted)

@@ -42,6 +42,10 @@ type watch struct {
 	// slots are the watch's places in the name indexes.
 	slots []slot
 
+	// sub is set for the index entry of a Sub, which is notified through
+	// it; every other field but the subscription and state is unused.
+	sub *Sub
+
 	// Scratch space of the Apply in progress.
 	touched     bool
 	pendSet     []*entry
@@ -273,20 +277,30 @@ func (s *Store) deltaInitial(ts *typeState, typeURL string, w *watch, first bool
 // notify answers the watches concerned by the changed names (sorted) of ts.
 // Called with the write lock held, right after ts changed.
 func (s *Store) notify(ts *typeState, changed []string) {
-	var touched []*watch
+	var (
+		touched []*watch
+		batch   *sotwBatch
+	)
+	visit := func(w *watch, name string, cur *entry) {
+		switch {
+		case w.sub != nil:
+			if batch == nil {
+				batch = newSotwBatch(ts, changed)
+			}
+			w.sub.mark(name, cur, batch)
+		case w.state == live:
+			touched = w.consider(name, cur, touched)
+		}
+	}
 	for _, name := range changed {
 		cur := ts.entries[name]
 		if idx := ts.byName[name]; idx != nil {
 			for _, ie := range idx.entries {
-				if ie.w.state == live {
-					touched = ie.w.consider(name, cur, touched)
-				}
+				visit(ie.w, name, cur)
 			}
 		}
 		for _, ie := range ts.wildcard.entries {
-			if ie.w.state == live {
-				touched = ie.w.consider(name, cur, touched)
-			}
+			visit(ie.w, name, cur)
 		}
 	}
 	for _, w := range touched {

@@ -1,0 +1,395 @@
+package store
+
+import (
+	"slices"
+	"sync"
+
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/types/known/anypb"
+)
+
+// Sub is one state-of-the-world stream's subscription to one type, kept for
+// the life of the stream. Unlike a watch, it is not re-created for every
+// request: a request that does not change the subscription (an ACK or NACK
+// repeating the names) only arms it again, which costs the same whatever
+// the number of names.
+//
+// A Sub keeps no copy of what the client holds. It remembers the names that
+// changed since its last response (pending), and for a full-state type the
+// content hash of that response: a response carries the current version of
+// every pending name (a partial type) or every subscribed resource (a
+// full-state type, and only when that content differs from the last one).
+// So a NACKed response is not sent again: nothing is pending until one of
+// its resources changes, and a partial type skips a resource whose current
+// version is the one the client rejected.
+//
+// A Sub answers one request with at most one response: after Take returns
+// a response, it returns nothing until Arm is called for the client's next
+// request. The stream calls Take from one goroutine; wake, which the store
+// calls when an armed Sub has something to take, must not block.
+type Sub struct {
+	s    *Store
+	ts   *typeState
+	w    *watch // the Sub's place in the name indexes; guarded by Store.mu
+	full bool
+	wake func()
+
+	mu sync.Mutex
+	// initial: the client has nothing yet; the next response carries
+	// everything subscribed.
+	initial bool
+	armed   bool
+	closed  bool
+	pending []string
+	// batch is the one Apply all of pending comes from, batchN how many of
+	// its resources concern the Sub; a Sub concerned by all of a batch and
+	// nothing else is sent the batch's shared response.
+	batch  *sotwBatch
+	batchN int
+	mixed  bool
+	// sentHash is the content hash of the last full-state response.
+	sentHash string
+	// last are the resources of the last response (partial types), and
+	// rejected the versions of those the client NACKed.
+	last     []*entry
+	rejected map[string]string
+}
+
+// sotwBatch is one Apply's changed resources of one type, sorted by name,
+// and their SotW response body, built once for every Sub that needs it.
+type sotwBatch struct {
+	version string
+	entries []*entry
+	body    sharedBody
+}
+
+// sharedBody is an encoded response body built once.
+type sharedBody struct {
+	once sync.Once
+	anys []*anypb.Any
+	b    []byte
+}
+
+func (sb *sharedBody) get(version string, entries []*entry) ([]*anypb.Any, []byte) {
+	sb.once.Do(func() {
+		sb.anys = anysOf(entries)
+		sb.b = encodeSotwBody(version, sb.anys)
+	})
+	return sb.anys, sb.b
+}
+
+// SotwResponse is a response a Sub has to send. Its parts may be shared
+// with other streams: do not modify them.
+type SotwResponse struct {
+	TypeURL   string
+	Version   string
+	Resources []*anypb.Any
+	// Body is the response's version_info and resources fields, encoded
+	// as a DiscoveryResponse; the stream appends type_url and nonce.
+	Body []byte
+}
+
+// Subscribe registers a SotW subscription to typeURL: every resource of the
+// type when wildcard, else the resources named by names. It is armed: wake
+// is called as soon as it has a response to take (at once, if the type has
+// something to send).
+func (s *Store) Subscribe(typeURL string, wildcard bool, names []string, wake func()) *Sub {
+	sub := &Sub{s: s, full: cachev3.ResourceRequiresFullStateInSotw(typeURL), wake: wake, initial: true, armed: true}
+	s.mu.Lock()
+	ts := s.types[typeURL]
+	if ts == nil {
+		ts = newTypeState(typeURL)
+		s.types[typeURL] = ts
+	}
+	sub.ts = ts
+	sub.w = &watch{sub: sub, wildcard: wildcard, subscribed: nameSet(names)}
+	ts.index(sub.w)
+	s.mu.Unlock()
+	sub.wake()
+	return sub
+}
+
+func nameSet(names []string) map[string]struct{} {
+	m := make(map[string]struct{}, len(names))
+	for _, n := range names {
+		m[n] = struct{}{}
+	}
+	return m
+}
+
+// Update changes what the Sub subscribes to. The names it did not
+// subscribe to before are pending (sent if they exist); the others are as
+// they were.
+func (sub *Sub) Update(wildcard bool, names []string) {
+	s := sub.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old := sub.w
+	if old.state == cancelled {
+		return
+	}
+	next := nameSet(names)
+	var added []string
+	switch {
+	case wildcard && !old.wildcard:
+		// Everything is new unless the client had it; a full-state
+		// response is only sent if its content differs.
+		for _, e := range sub.ts.view.entries {
+			added = append(added, e.name)
+		}
+	case !wildcard:
+		for n := range next {
+			if _, ok := old.subscribed[n]; !ok || old.wildcard {
+				added = append(added, n)
+			}
+		}
+	}
+	sub.ts.unindex(old)
+	old.state = cancelled
+	sub.w = &watch{sub: sub, wildcard: wildcard, subscribed: next}
+	sub.ts.index(sub.w)
+	if len(added) == 0 {
+		return
+	}
+	sub.mu.Lock()
+	sub.pending = append(sub.pending, added...)
+	sub.mixed = true
+	armed := sub.armed
+	sub.mu.Unlock()
+	if armed {
+		sub.wake()
+	}
+}
+
+// Arm readies the Sub for its next response, when the client has answered
+// the last one: nack says it rejected it.
+func (sub *Sub) Arm(nack bool) {
+	sub.mu.Lock()
+	if nack && !sub.full {
+		if sub.rejected == nil {
+			sub.rejected = make(map[string]string, len(sub.last))
+		}
+		for _, e := range sub.last {
+			sub.rejected[e.name] = e.version
+		}
+	}
+	sub.armed = true
+	ready := sub.readyLocked()
+	sub.mu.Unlock()
+	if ready {
+		sub.wake()
+	}
+}
+
+func (sub *Sub) readyLocked() bool {
+	return sub.armed && !sub.closed && (sub.initial || len(sub.pending) > 0)
+}
+
+// Close unregisters the Sub. It is safe to call more than once.
+func (sub *Sub) Close() {
+	s := sub.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sub.mu.Lock()
+	sub.closed = true
+	sub.mu.Unlock()
+	w := sub.w
+	if w.state == cancelled {
+		return
+	}
+	w.state = cancelled
+	ts := sub.ts
+	ts.unindex(w)
+	if ts.watches == 0 && len(ts.entries) == 0 && s.types[ts.url] == ts {
+		delete(s.types, ts.url)
+	}
+}
+
+// mark records that name changed (cur is nil when it is gone), as part of
+// batch b. Called with the store's write lock held.
+func (sub *Sub) mark(name string, cur *entry, b *sotwBatch) {
+	if cur == nil && !sub.full {
+		return // a partial SotW type cannot say a resource is gone
+	}
+	sub.mu.Lock()
+	switch {
+	case sub.full || sub.mixed:
+	case sub.batch == nil && len(sub.pending) == 0 && !sub.initial:
+		sub.batch, sub.batchN = b, 1
+	case sub.batch == b:
+		sub.batchN++
+	default:
+		sub.mixed = true
+	}
+	sub.pending = append(sub.pending, name)
+	ready := sub.readyLocked()
+	sub.mu.Unlock()
+	if ready {
+		sub.wake()
+	}
+}
+
+// Take returns the response the Sub has to send, or nil when it has none
+// or is waiting for the client to answer its last one.
+func (sub *Sub) Take() *SotwResponse {
+	sub.mu.Lock()
+	ready := sub.readyLocked()
+	sub.mu.Unlock()
+	if !ready {
+		return nil
+	}
+	s := sub.s
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	sub.mu.Lock()
+	defer sub.mu.Unlock()
+	if !sub.readyLocked() {
+		return nil
+	}
+	ts, w := sub.ts, sub.w
+	view := ts.view
+	r := &SotwResponse{TypeURL: ts.url}
+	initial, pending, batch, shared := sub.initial, sub.pending, sub.batch, sub.batch != nil && !sub.mixed && sub.batchN == len(sub.batch.entries)
+	sub.initial, sub.pending, sub.batch, sub.batchN, sub.mixed = false, sub.pending[:0], nil, 0, false
+
+	if sub.full {
+		var entries []*entry
+		hash := view.Version()
+		if w.wildcard {
+			entries = view.entries
+		} else {
+			entries = view.selectNames(w.subscribed)
+			hash = hashPairs(entries)
+		}
+		if !initial && hash == sub.sentHash {
+			return nil
+		}
+		sub.sentHash = hash
+		r.Version = view.Version()
+		if len(entries) == len(view.entries) {
+			r.Resources, r.Body = view.body()
+		} else {
+			r.Resources = anysOf(entries)
+			r.Body = encodeSotwBody(r.Version, r.Resources)
+		}
+		sub.armed = false
+		return r
+	}
+
+	var entries []*entry
+	switch {
+	case initial && w.wildcard:
+		entries = view.entries
+	case initial:
+		entries = view.selectNames(w.subscribed)
+	case shared:
+		entries = batch.entries
+	default:
+		slices.Sort(pending)
+		for _, n := range slices.Compact(pending) {
+			if _, ok := w.subscribed[n]; !ok && !w.wildcard {
+				continue
+			}
+			if e := ts.entries[n]; e != nil {
+				entries = append(entries, e)
+			}
+		}
+	}
+	if len(sub.rejected) > 0 {
+		entries = sub.skipRejected(entries)
+		shared = false
+	}
+	if len(entries) == 0 {
+		return nil
+	}
+	switch {
+	case len(entries) == len(view.entries) && (initial || !shared):
+		r.Version = view.Version()
+		r.Resources, r.Body = view.body()
+	case shared:
+		r.Version = batch.version
+		r.Resources, r.Body = batch.body.get(batch.version, batch.entries)
+	default:
+		r.Version = view.Version()
+		r.Resources = anysOf(entries)
+		r.Body = encodeSotwBody(r.Version, r.Resources)
+	}
+	sub.last = entries
+	sub.armed = false
+	return r
+}
+
+// skipRejected drops the entries whose version the client rejected, and
+// forgets rejections of resources that have moved on.
+func (sub *Sub) skipRejected(entries []*entry) []*entry {
+	out := make([]*entry, 0, len(entries))
+	for _, e := range entries {
+		v, ok := sub.rejected[e.name]
+		if ok && v == e.version {
+			continue
+		}
+		delete(sub.rejected, e.name)
+		out = append(out, e)
+	}
+	return out
+}
+
+// body returns every resource of the generation and their SotW response
+// body under the generation's version, built once.
+func (v *typeView) body() ([]*anypb.Any, []byte) {
+	v.bodyOnce.Do(func() { v.encoded = encodeSotwBody(v.Version(), v.Anys()) })
+	return v.Anys(), v.encoded
+}
+
+// encodeSotwBody encodes the version_info and resources fields of a
+// DiscoveryResponse, as proto.Marshal would.
+func encodeSotwBody(version string, anys []*anypb.Any) []byte {
+	n := 0
+	if version != "" {
+		n += 1 + protowire.SizeBytes(len(version))
+	}
+	for _, a := range anys {
+		n += 1 + protowire.SizeBytes(anySize(a))
+	}
+	b := make([]byte, 0, n)
+	if version != "" {
+		b = protowire.AppendTag(b, 1, protowire.BytesType)
+		b = protowire.AppendString(b, version)
+	}
+	for _, a := range anys {
+		b = protowire.AppendTag(b, 2, protowire.BytesType)
+		b = protowire.AppendVarint(b, uint64(anySize(a)))
+		if a.GetTypeUrl() != "" {
+			b = protowire.AppendTag(b, 1, protowire.BytesType)
+			b = protowire.AppendString(b, a.GetTypeUrl())
+		}
+		if len(a.GetValue()) > 0 {
+			b = protowire.AppendTag(b, 2, protowire.BytesType)
+			b = protowire.AppendBytes(b, a.GetValue())
+		}
+	}
+	return b
+}
+
+func anySize(a *anypb.Any) int {
+	n := 0
+	if a.GetTypeUrl() != "" {
+		n += 1 + protowire.SizeBytes(len(a.GetTypeUrl()))
+	}
+	if len(a.GetValue()) > 0 {
+		n += 1 + protowire.SizeBytes(len(a.GetValue()))
+	}
+	return n
+}
+
+// newSotwBatch returns the batch of the changed names (sorted) of ts.
+func newSotwBatch(ts *typeState, changed []string) *sotwBatch {
+	b := &sotwBatch{version: ts.view.Version()}
+	for _, n := range changed {
+		if e := ts.entries[n]; e != nil {
+			b.entries = append(b.entries, e)
+		}
+	}
+	return b
+}

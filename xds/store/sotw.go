@@ -22,7 +22,8 @@ import (
 // full-state type, and only when that content differs from the last one).
 // So a NACKed response is not sent again: nothing is pending until one of
 // its resources changes, and a partial type skips a resource whose current
-// version is the one the client rejected.
+// version is one the client rejected, or still holds because state of the
+// world could not tell it the resource was removed.
 //
 // A Sub answers one request with at most one response: after Take returns
 // a response, it returns nothing until Arm is called for the client's next
@@ -50,10 +51,11 @@ type Sub struct {
 	mixed  bool
 	// sentHash is the content hash of the last full-state response.
 	sentHash string
-	// last are the resources of the last response (partial types), and
-	// rejected the versions of those the client NACKed.
-	last     []*entry
-	rejected map[string]string
+	// last are the resources of the last response (partial types). held
+	// maps names to a version not to send again: one the client NACKed, or
+	// the version it still holds of a removed resource.
+	last []*entry
+	held map[string]string
 }
 
 // sotwBatch is one Apply's changed resources of one type, sorted by name,
@@ -167,11 +169,8 @@ func (sub *Sub) Update(wildcard bool, names []string) {
 func (sub *Sub) Arm(nack bool) {
 	sub.mu.Lock()
 	if nack && !sub.full {
-		if sub.rejected == nil {
-			sub.rejected = make(map[string]string, len(sub.last))
-		}
 		for _, e := range sub.last {
-			sub.rejected[e.name] = e.version
+			sub.holdLocked(e.name, e.version)
 		}
 	}
 	sub.armed = true
@@ -180,6 +179,13 @@ func (sub *Sub) Arm(nack bool) {
 	if ready {
 		sub.wake()
 	}
+}
+
+func (sub *Sub) holdLocked(name, version string) {
+	if sub.held == nil {
+		sub.held = make(map[string]string)
+	}
+	sub.held[name] = version
 }
 
 func (sub *Sub) readyLocked() bool {
@@ -206,13 +212,20 @@ func (sub *Sub) Close() {
 	}
 }
 
-// mark records that name changed (cur is nil when it is gone), as part of
-// batch b. Called with the store's write lock held.
-func (sub *Sub) mark(name string, cur *entry, b *sotwBatch) {
-	if cur == nil && !sub.full {
-		return // a partial SotW type cannot say a resource is gone
-	}
+// mark records that name changed, as part of batch b: cur is its entry, or
+// nil when it is gone, old then being the entry removed. Called with the
+// store's write lock held.
+func (sub *Sub) mark(name string, cur, old *entry, b *sotwBatch) {
 	sub.mu.Lock()
+	if cur == nil && !sub.full {
+		// A partial SotW type cannot say a resource is gone: the client
+		// keeps the version it has, which is old unless one is pending.
+		if old != nil && !sub.initial && !slices.Contains(sub.pending, name) {
+			sub.holdLocked(name, old.version)
+		}
+		sub.mu.Unlock()
+		return
+	}
 	switch {
 	case sub.full || sub.mixed:
 	case sub.batch == nil && len(sub.pending) == 0 && !sub.initial:
@@ -296,9 +309,9 @@ func (sub *Sub) Take() *SotwResponse {
 			}
 		}
 	}
-	if len(sub.rejected) > 0 {
-		entries = sub.skipRejected(entries)
-		shared = false
+	if len(sub.held) > 0 {
+		entries = sub.skipHeld(entries)
+		shared = shared && len(entries) == len(batch.entries)
 	}
 	if len(entries) == 0 {
 		return nil
@@ -320,16 +333,16 @@ func (sub *Sub) Take() *SotwResponse {
 	return r
 }
 
-// skipRejected drops the entries whose version the client rejected, and
-// forgets rejections of resources that have moved on.
-func (sub *Sub) skipRejected(entries []*entry) []*entry {
+// skipHeld drops the entries whose version is held, and forgets what is
+// held of those that have moved on.
+func (sub *Sub) skipHeld(entries []*entry) []*entry {
 	out := make([]*entry, 0, len(entries))
 	for _, e := range entries {
-		v, ok := sub.rejected[e.name]
+		v, ok := sub.held[e.name]
 		if ok && v == e.version {
 			continue
 		}
-		delete(sub.rejected, e.name)
+		delete(sub.held, e.name)
 		out = append(out, e)
 	}
 	return out

@@ -195,6 +195,7 @@ func (s *Store) Apply(set []Item, remove []Ref) error {
 	type typeChange struct {
 		ts    *typeState
 		names []string
+		gone  map[string]*entry
 	}
 	var changed []typeChange
 	for typeURL, ch := range changes {
@@ -202,14 +203,14 @@ func (s *Store) Apply(set []Item, remove []Ref) error {
 		if ts == nil {
 			ts = newTypeState(typeURL)
 		}
-		names := ts.apply(ch)
+		names, gone := ts.apply(ch)
 		if len(ts.entries) > 0 || ts.watches > 0 {
 			s.types[typeURL] = ts
 		} else {
 			delete(s.types, typeURL)
 		}
 		if len(names) > 0 {
-			changed = append(changed, typeChange{ts: ts, names: names})
+			changed = append(changed, typeChange{ts: ts, names: names, gone: gone})
 		}
 	}
 	if len(changed) == 0 {
@@ -220,7 +221,7 @@ func (s *Store) Apply(set []Item, remove []Ref) error {
 	// notify in the order Envoy needs them (CDS before EDS, LDS before RDS).
 	slices.SortFunc(changed, func(a, b typeChange) int { return CompareTypes(a.ts.url, b.ts.url) })
 	for _, c := range changed {
-		s.notify(c.ts, c.names)
+		s.notify(c.ts, c.names, c.gone)
 	}
 	return errors.Join(errs...)
 }

@@ -274,9 +274,10 @@ func (s *Store) deltaInitial(ts *typeState, typeURL string, w *watch, first bool
 	return &deltaResponse{req: w.dreq, view: view, set: set, removed: removed, base: w.returned, mu: &s.mu}
 }
 
-// notify answers the watches concerned by the changed names (sorted) of ts.
-// Called with the write lock held, right after ts changed.
-func (s *Store) notify(ts *typeState, changed []string) {
+// notify answers the watches concerned by the changed names (sorted) of ts,
+// gone holding the entries of those removed. Called with the write lock
+// held, right after ts changed.
+func (s *Store) notify(ts *typeState, changed []string, gone map[string]*entry) {
 	var (
 		touched []*watch
 		batch   *sotwBatch
@@ -287,7 +288,7 @@ func (s *Store) notify(ts *typeState, changed []string) {
 			if batch == nil {
 				batch = newSotwBatch(ts, changed)
 			}
-			w.sub.mark(name, cur, batch)
+			w.sub.mark(name, cur, gone[name], batch)
 		case w.state == live:
 			touched = w.consider(name, cur, touched)
 		}

@@ -2,6 +2,7 @@ package store
 
 import (
 	"slices"
+	"strings"
 	"sync"
 
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
@@ -32,9 +33,12 @@ import (
 type Sub struct {
 	s    *Store
 	ts   *typeState
-	w    *watch // the Sub's place in the name indexes; guarded by Store.mu
 	full bool
 	wake func()
+	// set is the Sub's subscription, pos its place in set.subs; guarded by
+	// Store.mu.
+	set *subSet
+	pos int
 
 	mu sync.Mutex
 	// initial: the client has nothing yet; the next response carries
@@ -92,6 +96,71 @@ type SotwResponse struct {
 	Body []byte
 }
 
+// subSet is a subscription that Subs share: one type, wildcard or the same
+// names. It is indexed once, however many Subs it has, so a client costs
+// no more than its place in subs; the common case of every client
+// subscribing to every cluster costs one set. Guarded by Store.mu.
+type subSet struct {
+	key  string
+	w    *watch // its place in the name indexes
+	subs []*Sub
+}
+
+// setKey identifies a subscription: "*" for a wildcard one, else its
+// names sorted, each followed by a NUL (which no name contains: names are
+// valid UTF-8 and the key is never decoded).
+func setKey(wildcard bool, names []string) string {
+	if wildcard {
+		return "*"
+	}
+	sorted := slices.Clone(names)
+	slices.Sort(sorted)
+	n := 0
+	for _, name := range sorted {
+		n += len(name) + 1
+	}
+	var b strings.Builder
+	b.Grow(n)
+	for _, name := range slices.Compact(sorted) {
+		b.WriteString(name)
+		b.WriteByte(0)
+	}
+	return b.String()
+}
+
+// join makes sub a member of the set of its subscription, creating and
+// indexing the set if it is the first. Called with the write lock held.
+func (sub *Sub) join(wildcard bool, names []string) {
+	ts := sub.ts
+	key := setKey(wildcard, names)
+	set := ts.sets[key]
+	if set == nil {
+		set = &subSet{key: key, w: &watch{wildcard: wildcard, subscribed: nameSet(names)}}
+		set.w.set = set
+		ts.sets[key] = set
+		ts.index(set.w)
+	}
+	sub.set, sub.pos = set, len(set.subs)
+	set.subs = append(set.subs, sub)
+}
+
+// leave takes sub out of its set, and the set out of the indexes if it was
+// the last member. Called with the write lock held.
+func (sub *Sub) leave() {
+	set, ts := sub.set, sub.ts
+	last := len(set.subs) - 1
+	moved := set.subs[last]
+	set.subs[sub.pos], moved.pos = moved, sub.pos
+	set.subs[last] = nil
+	set.subs = set.subs[:last]
+	sub.set = nil
+	if last == 0 {
+		ts.unindex(set.w)
+		set.w.state = cancelled
+		delete(ts.sets, set.key)
+	}
+}
+
 // Subscribe registers a SotW subscription to typeURL: every resource of the
 // type when wildcard, else the resources named by names. It is armed: wake
 // is called as soon as it has a response to take (at once, if the type has
@@ -105,8 +174,7 @@ func (s *Store) Subscribe(typeURL string, wildcard bool, names []string, wake fu
 		s.types[typeURL] = ts
 	}
 	sub.ts = ts
-	sub.w = &watch{sub: sub, wildcard: wildcard, subscribed: nameSet(names)}
-	ts.index(sub.w)
+	sub.join(wildcard, names)
 	s.mu.Unlock()
 	sub.wake()
 	return sub
@@ -127,11 +195,10 @@ func (sub *Sub) Update(wildcard bool, names []string) {
 	s := sub.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	old := sub.w
-	if old.state == cancelled {
-		return
+	if sub.set == nil {
+		return // closed
 	}
-	next := nameSet(names)
+	old := sub.set.w
 	var added []string
 	switch {
 	case wildcard && !old.wildcard:
@@ -141,25 +208,23 @@ func (sub *Sub) Update(wildcard bool, names []string) {
 			added = append(added, e.name)
 		}
 	case !wildcard:
-		for n := range next {
+		for _, n := range names {
 			if _, ok := old.subscribed[n]; !ok || old.wildcard {
 				added = append(added, n)
 			}
 		}
 	}
-	sub.ts.unindex(old)
-	old.state = cancelled
-	sub.w = &watch{sub: sub, wildcard: wildcard, subscribed: next}
-	sub.ts.index(sub.w)
+	sub.leave()
+	sub.join(wildcard, names)
 	if len(added) == 0 {
 		return
 	}
 	sub.mu.Lock()
 	sub.pending = append(sub.pending, added...)
 	sub.mixed = true
-	armed := sub.armed
+	ready := sub.readyLocked()
 	sub.mu.Unlock()
-	if armed {
+	if ready {
 		sub.wake()
 	}
 }
@@ -200,13 +265,11 @@ func (sub *Sub) Close() {
 	sub.mu.Lock()
 	sub.closed = true
 	sub.mu.Unlock()
-	w := sub.w
-	if w.state == cancelled {
+	if sub.set == nil {
 		return
 	}
-	w.state = cancelled
+	sub.leave()
 	ts := sub.ts
-	ts.unindex(w)
 	if ts.watches == 0 && len(ts.entries) == 0 && s.types[ts.url] == ts {
 		delete(s.types, ts.url)
 	}
@@ -260,7 +323,7 @@ func (sub *Sub) Take() *SotwResponse {
 	if !sub.readyLocked() {
 		return nil
 	}
-	ts, w := sub.ts, sub.w
+	ts, w := sub.ts, sub.set.w
 	view := ts.view
 	r := &SotwResponse{TypeURL: ts.url}
 	initial, pending, batch, shared := sub.initial, sub.pending, sub.batch, sub.batch != nil && !sub.mixed && sub.batchN == len(sub.batch.entries)

@@ -195,7 +195,7 @@ func TestSubArmIsFree(t *testing.T) {
 	if r := sub.Take(); r == nil || len(r.Resources) != 1000 {
 		t.Fatal("no first response with every resource")
 	}
-	w := sub.w
+	joined := sub.set
 	allocs := testing.AllocsPerRun(100, func() {
 		sub.Arm(false)
 		if sub.Take() != nil {
@@ -205,7 +205,7 @@ func TestSubArmIsFree(t *testing.T) {
 	if allocs != 0 {
 		t.Errorf("an ACK allocates %.0f times", allocs)
 	}
-	if sub.w != w {
+	if sub.set != joined {
 		t.Error("an ACK re-indexed the subscription")
 	}
 }
@@ -228,4 +228,36 @@ func TestSubNACKedVersionNotResent(t *testing.T) {
 	c.expectNone()
 	mustApply(t, s, items(a3), nil)
 	c.expect(edsType, msgs(a3))
+}
+
+// Subs subscribed to the same names, in any order, share one subscription
+// set, indexed once; the set lives as long as one of them does.
+func TestSubsShareSets(t *testing.T) {
+	s := New(nil)
+	mustApply(t, s, items(res{edsType, "a", 1}, res{edsType, "b", 1}), nil)
+	x := s.Subscribe(edsType, false, []string{"a", "b"}, func() {})
+	y := s.Subscribe(edsType, false, []string{"b", "a"}, func() {})
+	z := s.Subscribe(edsType, false, []string{"a"}, func() {})
+	defer z.Close()
+	if x.set != y.set || x.set == z.set {
+		t.Fatal("equal subscriptions do not share a set, or different ones do")
+	}
+	ts := s.types[edsType]
+	if n := len(ts.byName["a"].entries); n != 2 {
+		t.Errorf("name a indexed %d times, want once per set (2)", n)
+	}
+	x.Close()
+	for _, sub := range []*Sub{y, z} {
+		sub.Take()
+		sub.Arm(false)
+	}
+	mustApply(t, s, items(res{edsType, "a", 2}), nil)
+	if r := y.Take(); r == nil || len(r.Resources) != 1 {
+		t.Error("the set's remaining member was not notified")
+	}
+	y.Update(false, []string{"a"})
+	if y.set != z.set || len(ts.sets) != 1 || ts.byName["b"] != nil {
+		t.Errorf("after y moved to z's names: %d sets, b still indexed: %v", len(ts.sets), ts.byName["b"] != nil)
+	}
+	y.Close()
 }

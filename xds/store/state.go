@@ -26,6 +26,8 @@ type typeState struct {
 	wildcard *nameIndex
 	// watches counts registered watches not cancelled yet.
 	watches int
+	// sets are the Subs' subscriptions, by key.
+	sets map[string]*subSet
 }
 
 func newTypeState(typeURL string) *typeState {
@@ -36,6 +38,7 @@ func newTypeState(typeURL string) *typeState {
 		view:      &typeView{typeURL: typeURL},
 		byName:    make(map[string]*nameIndex),
 		wildcard:  &nameIndex{},
+		sets:      make(map[string]*subSet),
 	}
 }
 

@@ -42,9 +42,9 @@ type watch struct {
 	// slots are the watch's places in the name indexes.
 	slots []slot
 
-	// sub is set for the index entry of a Sub, which is notified through
+	// set is set for the index entry of Subs, which are notified through
 	// it; every other field but the subscription and state is unused.
-	sub *Sub
+	set *subSet
 
 	// Scratch space of the Apply in progress.
 	touched     bool
@@ -284,11 +284,13 @@ func (s *Store) notify(ts *typeState, changed []string, gone map[string]*entry) 
 	)
 	visit := func(w *watch, name string, cur *entry) {
 		switch {
-		case w.sub != nil:
+		case w.set != nil:
 			if batch == nil {
 				batch = newSotwBatch(ts, changed)
 			}
-			w.sub.mark(name, cur, gone[name], batch)
+			for _, sub := range w.set.subs {
+				sub.mark(name, cur, gone[name], batch)
+			}
 		case w.state == live:
 			touched = w.consider(name, cur, touched)
 		}

@@ -4,6 +4,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -77,6 +78,8 @@ type sharedBody struct {
 	b    []byte
 }
 
+// get returns the body, building it from version and entries the first
+// time: every call must pass the same.
 func (sb *sharedBody) get(version string, entries []*entry) ([]*anypb.Any, []byte) {
 	sb.once.Do(func() {
 		sb.anys = anysOf(entries)
@@ -104,6 +107,8 @@ type subSet struct {
 	key  string
 	w    *watch // its place in the name indexes
 	subs []*Sub
+	// sel is the selection of the last generation a member took from.
+	sel atomic.Pointer[selection]
 }
 
 // setKey identifies a subscription: "*" for a wildcard one, else its
@@ -323,77 +328,103 @@ func (sub *Sub) Take() *SotwResponse {
 	if !sub.readyLocked() {
 		return nil
 	}
-	ts, w := sub.ts, sub.set.w
-	view := ts.view
-	r := &SotwResponse{TypeURL: ts.url}
+	ts, set := sub.ts, sub.set
+	w, view := set.w, ts.view
 	initial, pending, batch, shared := sub.initial, sub.pending, sub.batch, sub.batch != nil && !sub.mixed && sub.batchN == len(sub.batch.entries)
 	sub.initial, sub.pending, sub.batch, sub.batchN, sub.mixed = false, sub.pending[:0], nil, 0, false
 
+	// entries are what to send; body, when set, their response shared
+	// with other Subs, under version.
+	var (
+		entries []*entry
+		body    *sharedBody
+		version = view.Version()
+	)
 	if sub.full {
-		var entries []*entry
-		hash := view.Version()
+		hash := version
 		if w.wildcard {
-			entries = view.entries
+			entries, body = view.entries, &view.all
 		} else {
-			entries = view.selectNames(w.subscribed)
-			hash = hashPairs(entries)
+			sel := set.selection(view, true)
+			entries, body, hash = sel.entries, &sel.body, sel.hash
 		}
 		if !initial && hash == sub.sentHash {
 			return nil
 		}
 		sub.sentHash = hash
-		r.Version = view.Version()
-		if len(entries) == len(view.entries) {
-			r.Resources, r.Body = view.body()
-		} else {
-			r.Resources = anysOf(entries)
-			r.Body = encodeSotwBody(r.Version, r.Resources)
-		}
-		sub.armed = false
-		return r
-	}
-
-	var entries []*entry
-	switch {
-	case initial && w.wildcard:
-		entries = view.entries
-	case initial:
-		entries = view.selectNames(w.subscribed)
-	case shared:
-		entries = batch.entries
-	default:
-		slices.Sort(pending)
-		for _, n := range slices.Compact(pending) {
-			if _, ok := w.subscribed[n]; !ok && !w.wildcard {
-				continue
-			}
-			if e := ts.entries[n]; e != nil {
-				entries = append(entries, e)
+	} else {
+		switch {
+		case initial && w.wildcard:
+			entries, body = view.entries, &view.all
+		case initial:
+			sel := set.selection(view, false)
+			entries, body = sel.entries, &sel.body
+		case shared:
+			entries, body, version = batch.entries, &batch.body, batch.version
+		default:
+			slices.Sort(pending)
+			for _, n := range slices.Compact(pending) {
+				if _, ok := w.subscribed[n]; !ok && !w.wildcard {
+					continue
+				}
+				if e := ts.entries[n]; e != nil {
+					entries = append(entries, e)
+				}
 			}
 		}
+		if len(sub.held) > 0 {
+			if kept := sub.skipHeld(entries); len(kept) != len(entries) {
+				entries, body, version = kept, nil, view.Version()
+			}
+		}
+		if len(entries) == 0 {
+			return nil
+		}
+		sub.last = entries
 	}
-	if len(sub.held) > 0 {
-		entries = sub.skipHeld(entries)
-		shared = shared && len(entries) == len(batch.entries)
+	if len(entries) == len(view.entries) && version == view.Version() {
+		// Every resource of the generation: the body every such
+		// response shares.
+		body = &view.all
 	}
-	if len(entries) == 0 {
-		return nil
-	}
-	switch {
-	case len(entries) == len(view.entries) && (initial || !shared):
-		r.Version = view.Version()
-		r.Resources, r.Body = view.body()
-	case shared:
-		r.Version = batch.version
-		r.Resources, r.Body = batch.body.get(batch.version, batch.entries)
-	default:
-		r.Version = view.Version()
+	r := &SotwResponse{TypeURL: ts.url, Version: version}
+	if body != nil {
+		r.Resources, r.Body = body.get(version, entries)
+	} else {
 		r.Resources = anysOf(entries)
-		r.Body = encodeSotwBody(r.Version, r.Resources)
+		r.Body = encodeSotwBody(version, r.Resources)
 	}
-	sub.last = entries
 	sub.armed = false
 	return r
+}
+
+// selection is what a named subscription set selects of one generation,
+// and its response, built once for all the set's members.
+type selection struct {
+	view    *typeView
+	entries []*entry
+	// hash is the content hash of entries (full-state types only).
+	hash string
+	body sharedBody
+}
+
+// selection returns the set's selection of view. Called with the read lock
+// held, by any number of Subs at once: one of them builds it.
+func (set *subSet) selection(view *typeView, full bool) *selection {
+	if sel := set.sel.Load(); sel != nil && sel.view == view {
+		return sel
+	}
+	sel := &selection{view: view, entries: view.selectNames(set.w.subscribed)}
+	if full {
+		sel.hash = hashPairs(sel.entries)
+	}
+	if set.sel.CompareAndSwap(set.sel.Load(), sel) {
+		return sel
+	}
+	if cur := set.sel.Load(); cur != nil && cur.view == view {
+		return cur
+	}
+	return sel
 }
 
 // skipHeld drops the entries whose version is held, and forgets what is
@@ -409,13 +440,6 @@ func (sub *Sub) skipHeld(entries []*entry) []*entry {
 		out = append(out, e)
 	}
 	return out
-}
-
-// body returns every resource of the generation and their SotW response
-// body under the generation's version, built once.
-func (v *typeView) body() ([]*anypb.Any, []byte) {
-	v.bodyOnce.Do(func() { v.encoded = encodeSotwBody(v.Version(), v.Anys()) })
-	return v.Anys(), v.encoded
 }
 
 // encodeSotwBody encodes the version_info and resources fields of a

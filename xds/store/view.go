@@ -28,8 +28,8 @@ type typeView struct {
 	versionsOnce sync.Once
 	versions     map[string]string
 
-	bodyOnce sync.Once
-	encoded  []byte
+	// all is the SotW response body of every resource, under Version.
+	all sharedBody
 }
 
 // merge returns the next generation: v with the changed names (sorted)

@@ -1,6 +1,7 @@
 package xds
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"unicode/utf8"
@@ -71,6 +72,7 @@ func newSotwOut(resp *discovery.DiscoveryResponse, body []byte) *sotwOut {
 // stream knows whether they changed.
 type sotwIn struct {
 	raw         []byte
+	key         []byte // scratch for namesKey
 	version     string
 	typeURL     string
 	nonce       string
@@ -162,6 +164,18 @@ func (in *sotwIn) sameNames(names []string) bool {
 		}
 	}
 	return true
+}
+
+// namesKey returns the names, each preceded by its length: a key that
+// tells every list of names from every other. It is valid until the next
+// call.
+func (in *sotwIn) namesKey() []byte {
+	in.key = in.key[:0]
+	for _, n := range in.names {
+		in.key = binary.AppendUvarint(in.key, uint64(len(n)))
+		in.key = append(in.key, n...)
+	}
+	return in.key
 }
 
 // namesList decodes the resource names.

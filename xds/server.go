@@ -71,6 +71,9 @@ type Options struct {
 	Allow *allowlist.List
 }
 
+// readBufferSize is each gRPC connection's read buffer.
+const readBufferSize = 4 << 10
+
 // shutdownGrace bounds how long in-flight responses get at shutdown.
 const shutdownGrace = 5 * time.Second
 
@@ -137,6 +140,11 @@ func (s *Server) grpcOptions() []grpc.ServerOption {
 		grpc.StatsHandler(&statsHandler{s: s}),
 		grpc.ChainStreamInterceptor(s.opts.Allow.StreamInterceptor(), s.limitRequests),
 		grpc.ForceServerCodecV2(newCodec()),
+		// Thousands of mostly idle connections: a connection holds a write
+		// buffer only while it writes, and a small read buffer (a large
+		// read bypasses it).
+		grpc.SharedWriteBuffer(true),
+		grpc.ReadBufferSize(readBufferSize),
 	}
 	if s.opts.TLS != nil {
 		opts = append(opts, grpc.Creds(s.opts.TLS.ServerCredentials()))

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
+	"sync"
 	"sync/atomic"
 
 	clusterservice "github.com/envoyproxy/go-control-plane/envoy/service/cluster/v3"
@@ -48,6 +49,12 @@ type sotwServer struct {
 	cb     *callbacks
 	logger *slog.Logger
 	ids    atomic.Int64
+	// ins are request buffers, shared by the streams: an idle stream
+	// holds none.
+	ins sync.Pool
+	// lists are the resource name lists of the streams' requests, shared
+	// by the streams that send the same.
+	lists nameLists
 }
 
 // sotwStream is one stream, owned by its handler goroutine.
@@ -69,7 +76,7 @@ type sotwType struct {
 	// a wildcard subscription.
 	legacy   bool
 	wildcard bool
-	names    []string // as the last request listed them, "*" included
+	names    *nameList // as the last request listed them, "*" included
 	sub      *store.Sub
 	// nonce is that of the last response; "" before the first.
 	nonce string
@@ -88,21 +95,21 @@ func (s *sotwServer) serve(ss grpc.ServerStream, defaultType string) error {
 			if t.sub != nil {
 				t.sub.Close()
 			}
+			s.lists.release(t.names)
 		}
 		s.cb.OnStreamClosed(st.id, st.node.GetNode())
 	}()
 
 	// Requests are read by their own goroutine, so that responses can be
 	// written while it waits. It ends with the stream, once this handler
-	// has returned, as gRPC ends a stream's reads then; two buffers
-	// alternate, as the handler is done with one before it takes the next.
+	// has returned, as gRPC ends a stream's reads then.
 	reqs := make(chan *sotwIn)
 	go func() {
 		defer close(reqs)
-		bufs := [2]sotwIn{}
-		for i := 0; ; i ^= 1 {
-			in := &bufs[i]
+		for {
+			in := s.in()
 			if err := ss.RecvMsg(in); err != nil {
+				s.done(in)
 				if !errors.Is(err, io.EOF) && ctx.Err() == nil {
 					s.logger.Debug("sotw stream receive failed", "stream", st.id, "err", err)
 				}
@@ -111,8 +118,10 @@ func (s *sotwServer) serve(ss grpc.ServerStream, defaultType string) error {
 			select {
 			case reqs <- in:
 			case <-ctx.Done():
+				s.done(in)
 				return
 			case <-s.ctx.Done():
+				s.done(in)
 				return
 			}
 		}
@@ -132,7 +141,9 @@ func (s *sotwServer) serve(ss grpc.ServerStream, defaultType string) error {
 			if !ok {
 				return nil
 			}
-			if err := st.handle(in, opened == nil); err != nil {
+			err := st.handle(in, opened == nil)
+			s.done(in)
+			if err != nil {
 				return err
 			}
 		case <-st.wake:
@@ -140,6 +151,24 @@ func (s *sotwServer) serve(ss grpc.ServerStream, defaultType string) error {
 		if err := st.flush(); err != nil {
 			return status.Errorf(codes.Unavailable, "%v", err)
 		}
+	}
+}
+
+// maxPooledRequest bounds the request buffers kept for reuse.
+const maxPooledRequest = 64 << 10
+
+func (s *sotwServer) in() *sotwIn {
+	if in, ok := s.ins.Get().(*sotwIn); ok {
+		return in
+	}
+	return &sotwIn{}
+}
+
+// done takes back a request buffer the stream has handled.
+func (s *sotwServer) done(in *sotwIn) {
+	if cap(in.raw) <= maxPooledRequest {
+		in.node, in.errorDetail = nil, nil
+		s.ins.Put(in)
 	}
 }
 
@@ -161,14 +190,15 @@ func (st *sotwStream) handle(in *sotwIn, open bool) error {
 		typeURL = st.defaultType
 	}
 	t := st.typeOf(typeURL)
-	names := t.names
-	same := t.req != nil && in.sameNames(t.names)
+	list := t.names
+	same := t.req != nil && in.sameNames(list.get())
 	if !same {
 		var err error
-		if names, err = in.namesList(); err != nil {
+		if list, err = st.srv.lists.acquire(in); err != nil {
 			return status.Errorf(codes.InvalidArgument, "%v", err)
 		}
 	}
+	names := list.get()
 	req := &discovery.DiscoveryRequest{
 		VersionInfo:   in.version,
 		Node:          in.node,
@@ -183,19 +213,29 @@ func (st *sotwStream) handle(in *sotwIn, open bool) error {
 	} else {
 		req.Node = st.node.GetNode()
 	}
+	drop := func() {
+		if !same {
+			st.srv.lists.release(list)
+		}
+	}
 	if err := st.srv.cb.OnStreamRequest(st.id, req); err != nil {
+		drop()
 		return err
 	}
 	if t.nonce != "" && in.nonce != t.nonce {
 		// Stale: it answers a response older than the last one, which the
 		// client will answer too.
 		st.srv.logger.Debug("sotw request ignored: stale nonce", "stream", st.id, "type", typeURL, "nonce", in.nonce, "last", t.nonce)
+		drop()
 		return nil
 	}
 	first := t.req == nil
 	t.req = req
 	if !same || first {
-		t.names = names
+		if !same {
+			st.srv.lists.release(t.names)
+			t.names = list
+		}
 		t.resubscribe()
 		switch {
 		case !open:
@@ -228,19 +268,20 @@ func (st *sotwStream) typeOf(typeURL string) *sotwType {
 // list is a wildcard subscription until a request names a resource; then
 // only "*" is.
 func (t *sotwType) resubscribe() {
-	if t.legacy && len(t.names) == 0 {
+	names := t.names.get()
+	if t.legacy && len(names) == 0 {
 		t.wildcard = true
 		return
 	}
 	t.legacy = false
-	t.wildcard = slices.Contains(t.names, "*")
+	t.wildcard = slices.Contains(names, "*")
 }
 
 func (st *sotwStream) subscribe(t *sotwType) {
 	if t.sub != nil || t.req == nil {
 		return
 	}
-	names := t.names
+	names := t.names.get()
 	if t.wildcard {
 		names = nil
 	}
@@ -267,6 +308,62 @@ func (st *sotwStream) flush() error {
 		}
 	}
 	return nil
+}
+
+// nameLists holds the resource name lists of requests, one copy of each
+// list however many streams send it.
+type nameLists struct {
+	mu sync.Mutex
+	m  map[string]*nameList
+}
+
+// nameList is a shared list of names; nil is the empty list.
+type nameList struct {
+	key   string
+	names []string
+	refs  int
+}
+
+func (l *nameList) get() []string {
+	if l == nil {
+		return nil
+	}
+	return l.names
+}
+
+// acquire returns the shared list of the request's names.
+func (ls *nameLists) acquire(in *sotwIn) (*nameList, error) {
+	if len(in.names) == 0 {
+		return nil, nil
+	}
+	key := in.namesKey()
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	if l := ls.m[string(key)]; l != nil {
+		l.refs++
+		return l, nil
+	}
+	names, err := in.namesList()
+	if err != nil {
+		return nil, err
+	}
+	l := &nameList{key: string(key), names: names, refs: 1}
+	if ls.m == nil {
+		ls.m = make(map[string]*nameList)
+	}
+	ls.m[l.key] = l
+	return l, nil
+}
+
+func (ls *nameLists) release(l *nameList) {
+	if l == nil {
+		return
+	}
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	if l.refs--; l.refs == 0 {
+		delete(ls.m, l.key)
+	}
 }
 
 // handlers are go-control-plane's xDS handlers, but for the

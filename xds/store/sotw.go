@@ -1,8 +1,8 @@
 package store
 
 import (
+	"encoding/binary"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -112,25 +112,24 @@ type subSet struct {
 }
 
 // setKey identifies a subscription: "*" for a wildcard one, else its
-// names sorted, each followed by a NUL (which no name contains: names are
-// valid UTF-8 and the key is never decoded).
+// distinct names sorted, each preceded by its length.
 func setKey(wildcard bool, names []string) string {
 	if wildcard {
 		return "*"
 	}
 	sorted := slices.Clone(names)
 	slices.Sort(sorted)
+	sorted = slices.Compact(sorted)
 	n := 0
 	for _, name := range sorted {
-		n += len(name) + 1
+		n += binary.MaxVarintLen64 + len(name)
 	}
-	var b strings.Builder
-	b.Grow(n)
-	for _, name := range slices.Compact(sorted) {
-		b.WriteString(name)
-		b.WriteByte(0)
+	b := make([]byte, 0, n)
+	for _, name := range sorted {
+		b = binary.AppendUvarint(b, uint64(len(name)))
+		b = append(b, name...)
 	}
-	return b.String()
+	return string(b)
 }
 
 // join makes sub a member of the set of its subscription, creating and

@@ -261,3 +261,21 @@ func TestSubsShareSets(t *testing.T) {
 	}
 	y.Close()
 }
+
+func TestSetKey(t *testing.T) {
+	distinct := [][]string{{"a\x00b"}, {"a", "b"}, {"ab"}, {}, {"*"}}
+	seen := map[string]int{}
+	for i, names := range distinct {
+		k := setKey(false, names)
+		if j, ok := seen[k]; ok {
+			t.Errorf("names %q and %q share a key", distinct[j], names)
+		}
+		seen[k] = i
+	}
+	if setKey(false, []string{"b", "a", "b"}) != setKey(false, []string{"a", "b"}) {
+		t.Error("the same names in another order, or repeated, have another key")
+	}
+	if setKey(true, nil) == setKey(false, []string{"*"}) {
+		t.Error("a wildcard subscription has the key of a named one")
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync"
 	"unicode/utf8"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -38,6 +39,9 @@ func (c codec) Marshal(v any) (mem.BufferSlice, error) {
 
 func (c codec) Unmarshal(data mem.BufferSlice, v any) error {
 	if in, ok := v.(*sotwIn); ok {
+		if in.inBuf == nil {
+			in.inBuf = in.bufs.get()
+		}
 		in.raw = in.raw[:0]
 		for _, b := range data {
 			in.raw = append(in.raw, b.ReadOnlyData()...)
@@ -69,16 +73,51 @@ func newSotwOut(resp *discovery.DiscoveryResponse, body []byte) *sotwOut {
 
 // sotwIn is a DiscoveryRequest as read by the codec: every field decoded
 // but the resource names, which are kept as slices of raw until the
-// stream knows whether they changed.
+// stream knows whether they changed. Its buffers are taken from bufs when
+// a request arrives and given back once it is handled, so that a stream
+// waiting for its next request holds none.
 type sotwIn struct {
-	raw         []byte
-	key         []byte // scratch for namesKey
+	bufs *inBufs
+	*inBuf
 	version     string
 	typeURL     string
 	nonce       string
 	node        *core.Node
 	errorDetail *rpcstatus.Status
-	names       [][]byte // slices of raw
+}
+
+// inBuf holds a request's bytes.
+type inBuf struct {
+	raw   []byte
+	names [][]byte // slices of raw
+	key   []byte   // scratch for namesKey
+}
+
+// inBufs are request buffers shared by the streams; the zero value is
+// ready to use.
+type inBufs struct{ pool sync.Pool }
+
+// maxPooledRequest bounds the request buffers kept for reuse.
+const maxPooledRequest = 64 << 10
+
+func (p *inBufs) get() *inBuf {
+	if p == nil {
+		return &inBuf{}
+	}
+	if b, ok := p.pool.Get().(*inBuf); ok {
+		return b
+	}
+	return &inBuf{}
+}
+
+// release gives the request's buffers back: the request is handled.
+func (in *sotwIn) release() {
+	b := in.inBuf
+	in.inBuf, in.node, in.errorDetail = nil, nil, nil
+	if b != nil && in.bufs != nil && cap(b.raw) <= maxPooledRequest {
+		clear(b.names)
+		in.bufs.pool.Put(b)
+	}
 }
 
 // GetNode returns the request's node: the allow list reads it.

@@ -49,9 +49,9 @@ type sotwServer struct {
 	cb     *callbacks
 	logger *slog.Logger
 	ids    atomic.Int64
-	// ins are request buffers, shared by the streams: an idle stream
+	// bufs are request buffers, shared by the streams: an idle stream
 	// holds none.
-	ins sync.Pool
+	bufs inBufs
 	// lists are the resource name lists of the streams' requests, shared
 	// by the streams that send the same.
 	lists nameLists
@@ -103,13 +103,16 @@ func (s *sotwServer) serve(ss grpc.ServerStream, defaultType string) error {
 	// Requests are read by their own goroutine, so that responses can be
 	// written while it waits. It ends with the stream, once this handler
 	// has returned, as gRPC ends a stream's reads then.
+	// Two requests alternate, as the handler is done with one before it
+	// takes the next.
 	reqs := make(chan *sotwIn)
 	go func() {
 		defer close(reqs)
-		for {
-			in := s.in()
+		ins := [2]sotwIn{{bufs: &s.bufs}, {bufs: &s.bufs}}
+		for i := 0; ; i ^= 1 {
+			in := &ins[i]
 			if err := ss.RecvMsg(in); err != nil {
-				s.done(in)
+				in.release()
 				if !errors.Is(err, io.EOF) && ctx.Err() == nil {
 					s.logger.Debug("sotw stream receive failed", "stream", st.id, "err", err)
 				}
@@ -118,10 +121,10 @@ func (s *sotwServer) serve(ss grpc.ServerStream, defaultType string) error {
 			select {
 			case reqs <- in:
 			case <-ctx.Done():
-				s.done(in)
+				in.release()
 				return
 			case <-s.ctx.Done():
-				s.done(in)
+				in.release()
 				return
 			}
 		}
@@ -142,7 +145,7 @@ func (s *sotwServer) serve(ss grpc.ServerStream, defaultType string) error {
 				return nil
 			}
 			err := st.handle(in, opened == nil)
-			s.done(in)
+			in.release()
 			if err != nil {
 				return err
 			}
@@ -151,24 +154,6 @@ func (s *sotwServer) serve(ss grpc.ServerStream, defaultType string) error {
 		if err := st.flush(); err != nil {
 			return status.Errorf(codes.Unavailable, "%v", err)
 		}
-	}
-}
-
-// maxPooledRequest bounds the request buffers kept for reuse.
-const maxPooledRequest = 64 << 10
-
-func (s *sotwServer) in() *sotwIn {
-	if in, ok := s.ins.Get().(*sotwIn); ok {
-		return in
-	}
-	return &sotwIn{}
-}
-
-// done takes back a request buffer the stream has handled.
-func (s *sotwServer) done(in *sotwIn) {
-	if cap(in.raw) <= maxPooledRequest {
-		in.node, in.errorDetail = nil, nil
-		s.ins.Put(in)
 	}
 }
 

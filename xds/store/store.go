@@ -1,9 +1,13 @@
 // Package store is the xDS resource store: one versioned collection of Envoy
-// resources of every type, served by go-control-plane's SotW, delta, ADS and
-// REST servers through the cache.Cache interface.
+// resources of every type, served to state-of-the-world streams through
+// Subs (subscriptions kept for a stream's life, see Subscribe) and to
+// go-control-plane's delta and REST servers through the cache.Cache
+// interface.
 //
 // Each resource is marshalled once per version and the bytes are shared by
-// every response that carries it. Versions are content hashes, so replicas
+// every response that carries it; a SotW response many streams send (every
+// resource of a generation, one Apply's changes, a shared subscription's
+// selection) is encoded once. Versions are content hashes, so replicas
 // fed the same input serve the same bytes under the same version strings.
 // Watches are indexed by the resource names they subscribe to: the cost of a
 // change grows with the number of clients subscribed to the changed

@@ -32,6 +32,9 @@ func (codec) Name() string { return protoenc.Name }
 func (c codec) Marshal(v any) (mem.BufferSlice, error) {
 	if out, ok := v.(*sotwOut); ok {
 		// Neither part is pooled: the shared body outlives any one write.
+		if len(out.body) == 0 {
+			return mem.BufferSlice{mem.SliceBuffer(out.tail)}, nil
+		}
 		return mem.BufferSlice{mem.SliceBuffer(out.body), mem.SliceBuffer(out.tail)}, nil
 	}
 	return c.proto.Marshal(v)

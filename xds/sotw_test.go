@@ -277,3 +277,17 @@ func resourceName(t *testing.T, a *anypb.Any) string {
 	}
 	return m.(interface{ GetName() string }).GetName()
 }
+
+// A full-state type's first request is answered even when there is nothing
+// to send: the response has no resources and no version.
+func TestSotwEmptyFirstResponse(t *testing.T) {
+	e := startEnv(t, Options{})
+	st := e.ads(e.dial())
+	if err := st.Send(&discovery.DiscoveryRequest{Node: &core.Node{Id: "n"}, TypeUrl: resource.ClusterType}); err != nil {
+		t.Fatal(err)
+	}
+	r := recvSotw(t, st, 5*time.Second)
+	if r.GetTypeUrl() != resource.ClusterType || len(r.GetResources()) != 0 || r.GetVersionInfo() != "" || r.GetNonce() == "" {
+		t.Errorf("first CDS response on an empty store: %v", r)
+	}
+}

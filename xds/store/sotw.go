@@ -63,6 +63,9 @@ type Sub struct {
 	held map[string]string
 }
 
+// maxKeptPending bounds the room a Sub keeps for pending names.
+const maxKeptPending = 64
+
 // sotwBatch is one Apply's changed resources of one type, sorted by name,
 // and their SotW response body, built once for every Sub that needs it.
 type sotwBatch struct {
@@ -331,6 +334,10 @@ func (sub *Sub) Take() *SotwResponse {
 	w, view := set.w, ts.view
 	initial, pending, batch, shared := sub.initial, sub.pending, sub.batch, sub.batch != nil && !sub.mixed && sub.batchN == len(sub.batch.entries)
 	sub.initial, sub.pending, sub.batch, sub.batchN, sub.mixed = false, sub.pending[:0], nil, 0, false
+	if cap(pending) > maxKeptPending {
+		// A burst of names: do not keep its room for the Sub's life.
+		sub.pending = nil
+	}
 
 	// entries are what to send; body, when set, their response shared
 	// with other Subs, under version.

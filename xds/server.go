@@ -176,6 +176,8 @@ func (s *Server) Run(ctx context.Context) error {
 	if s.opts.RESTCluster != "" {
 		fetcher = newRESTClusters(s.gate, s.opts.RESTCluster)
 	}
+	// go-control-plane serves delta and REST; sotwServer serves every SotW
+	// service registered below.
 	gcp := serverv3.NewServerAdvanced(
 		rest.NewServer(fetcher, s.callbacks),
 		sotw.NewServer(streamsCtx, s.gate, s.callbacks, xdsOpts...),

@@ -102,9 +102,9 @@ func (s *sotwServer) serve(ss grpc.ServerStream, defaultType string) error {
 
 	// Requests are read by their own goroutine, so that responses can be
 	// written while it waits. It ends with the stream, once this handler
-	// has returned, as gRPC ends a stream's reads then.
-	// Two requests alternate, as the handler is done with one before it
-	// takes the next.
+	// has returned, as gRPC ends a stream's reads then. It alternates
+	// between two requests: the handler is done with one before it takes
+	// the next.
 	reqs := make(chan *sotwIn)
 	go func() {
 		defer close(reqs)

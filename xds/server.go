@@ -72,7 +72,7 @@ type Options struct {
 }
 
 // readBufferSize is each gRPC connection's read buffer.
-const readBufferSize = 4 << 10
+const readBufferSize = 16 << 10
 
 // shutdownGrace bounds how long in-flight responses get at shutdown.
 const shutdownGrace = 5 * time.Second
@@ -140,10 +140,8 @@ func (s *Server) grpcOptions() []grpc.ServerOption {
 		grpc.StatsHandler(&statsHandler{s: s}),
 		grpc.ChainStreamInterceptor(s.opts.Allow.StreamInterceptor(), s.limitRequests),
 		grpc.ForceServerCodecV2(newCodec()),
-		// Thousands of mostly idle connections: a connection holds a write
-		// buffer only while it writes, and a small read buffer (a large
-		// read bypasses it).
-		grpc.SharedWriteBuffer(true),
+		// Thousands of mostly idle connections: a smaller read buffer than
+		// gRPC's 32 KiB (a larger read bypasses it).
 		grpc.ReadBufferSize(readBufferSize),
 	}
 	if s.opts.TLS != nil {

@@ -82,6 +82,9 @@ type Options struct {
 	Limits limits.Limits
 }
 
+// readBufferSize is each gRPC connection's read buffer.
+const readBufferSize = 16 << 10
+
 // shutdownGrace bounds how long in-flight responses get at shutdown.
 const shutdownGrace = 5 * time.Second
 
@@ -147,6 +150,10 @@ func (s *Server) grpcOptions() []grpc.ServerOption {
 	opts := append(s.opts.Limits.GRPCServerOptions(),
 		grpc.StatsHandler(&statsHandler{s: s}),
 		grpc.ChainStreamInterceptor(s.opts.Allow.StreamInterceptor(), s.opts.Limits.StreamInterceptor(), s.limitRequests),
+		grpc.ForceServerCodecV2(newCodec()),
+		// Thousands of mostly idle connections: a smaller read buffer than
+		// gRPC's 32 KiB (a larger read bypasses it).
+		grpc.ReadBufferSize(readBufferSize),
 	)
 	if s.opts.TLS != nil {
 		opts = append(opts, grpc.Creds(s.opts.TLS.ServerCredentials()))
@@ -178,11 +185,15 @@ func (s *Server) Run(ctx context.Context) error {
 	if s.opts.RESTCluster != "" {
 		fetcher = newRESTClusters(s.gate, s.opts.RESTCluster)
 	}
-	xdsServer := serverv3.NewServerAdvanced(
+	// go-control-plane serves delta and REST; sotwServer serves every SotW
+	// service registered below.
+	gcp := serverv3.NewServerAdvanced(
 		rest.NewServer(fetcher, s.callbacks),
 		sotw.NewServer(streamsCtx, s.gate, s.callbacks, xdsOpts...),
 		delta.NewServer(streamsCtx, s.gate, s.callbacks, xdsOpts...),
 	)
+	xdsServer := handlers{Server: gcp, sotw: &sotwServer{
+		ctx: streamsCtx, store: s.opts.Store, gate: s.gate, cb: s.callbacks, logger: s.opts.Logger}}
 
 	gs := grpc.NewServer(s.grpcOptions()...)
 	discoverygrpc.RegisterAggregatedDiscoveryServiceServer(gs, xdsServer)

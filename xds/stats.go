@@ -99,6 +99,8 @@ func (h *statsHandler) HandleRPC(ctx context.Context, st stats.RPCStats) {
 	}
 	var typeURL, version string
 	switch p := out.Payload.(type) {
+	case *sotwOut:
+		typeURL, version = p.resp.GetTypeUrl(), p.resp.GetVersionInfo()
 	case *discovery.DiscoveryResponse:
 		typeURL, version = p.GetTypeUrl(), p.GetVersionInfo()
 	case *discovery.DeltaDiscoveryResponse:

@@ -26,6 +26,8 @@ type typeState struct {
 	wildcard *nameIndex
 	// watches counts registered watches not cancelled yet.
 	watches int
+	// sets are the Subs' subscriptions, by key.
+	sets map[string]*subSet
 }
 
 func newTypeState(typeURL string) *typeState {
@@ -36,6 +38,7 @@ func newTypeState(typeURL string) *typeState {
 		view:      &typeView{typeURL: typeURL},
 		byName:    make(map[string]*nameIndex),
 		wildcard:  &nameIndex{},
+		sets:      make(map[string]*subSet),
 	}
 }
 
@@ -103,9 +106,8 @@ func (ts *typeState) unindex(w *watch) {
 }
 
 // apply records the changes of one type (nil means remove) and returns the
-// names that changed, sorted.
-func (ts *typeState) apply(changes map[string]*entry) []string {
-	var names []string
+// names that changed, sorted, and the entries removed.
+func (ts *typeState) apply(changes map[string]*entry) (names []string, gone map[string]*entry) {
 	for name, e := range changes {
 		old := ts.entries[name]
 		switch {
@@ -114,6 +116,10 @@ func (ts *typeState) apply(changes map[string]*entry) []string {
 				continue
 			}
 			delete(ts.entries, name)
+			if gone == nil {
+				gone = make(map[string]*entry)
+			}
+			gone[name] = old
 		case old != nil && old.version == e.version:
 			if !slices.Equal(old.sources, e.sources) {
 				// Same bytes, new provenance: keep serving the old entry.
@@ -128,9 +134,9 @@ func (ts *typeState) apply(changes map[string]*entry) []string {
 		names = append(names, name)
 	}
 	if len(names) == 0 {
-		return nil
+		return nil, nil
 	}
 	slices.Sort(names)
 	ts.view = ts.view.merge(names, ts.entries)
-	return names
+	return names, gone
 }

@@ -1,9 +1,13 @@
 // Package store is the xDS resource store: one versioned collection of Envoy
-// resources of every type, served by go-control-plane's SotW, delta, ADS and
-// REST servers through the cache.Cache interface.
+// resources of every type, served to state-of-the-world streams through
+// Subs (subscriptions kept for a stream's life, see Subscribe) and to
+// go-control-plane's delta and REST servers through the cache.Cache
+// interface.
 //
 // Each resource is marshalled once per version and the bytes are shared by
-// every response that carries it. Versions are content hashes, so replicas
+// every response that carries it; a SotW response many streams send (every
+// resource of a generation, one Apply's changes, a shared subscription's
+// selection) is encoded once. Versions are content hashes, so replicas
 // fed the same input serve the same bytes under the same version strings.
 // Watches are indexed by the resource names they subscribe to: the cost of a
 // change grows with the number of clients subscribed to the changed
@@ -195,6 +199,7 @@ func (s *Store) Apply(set []Item, remove []Ref) error {
 	type typeChange struct {
 		ts    *typeState
 		names []string
+		gone  map[string]*entry
 	}
 	var changed []typeChange
 	for typeURL, ch := range changes {
@@ -202,14 +207,14 @@ func (s *Store) Apply(set []Item, remove []Ref) error {
 		if ts == nil {
 			ts = newTypeState(typeURL)
 		}
-		names := ts.apply(ch)
+		names, gone := ts.apply(ch)
 		if len(ts.entries) > 0 || ts.watches > 0 {
 			s.types[typeURL] = ts
 		} else {
 			delete(s.types, typeURL)
 		}
 		if len(names) > 0 {
-			changed = append(changed, typeChange{ts: ts, names: names})
+			changed = append(changed, typeChange{ts: ts, names: names, gone: gone})
 		}
 	}
 	if len(changed) == 0 {
@@ -218,17 +223,17 @@ func (s *Store) Apply(set []Item, remove []Ref) error {
 	s.gen++
 	// ADS streams receive every type's responses through one FIFO channel:
 	// notify in the order Envoy needs them (CDS before EDS, LDS before RDS).
-	slices.SortFunc(changed, func(a, b typeChange) int { return compareTypes(a.ts.url, b.ts.url) })
+	slices.SortFunc(changed, func(a, b typeChange) int { return CompareTypes(a.ts.url, b.ts.url) })
 	for _, c := range changed {
-		s.notify(c.ts, c.names)
+		s.notify(c.ts, c.names, c.gone)
 	}
 	return errors.Join(errs...)
 }
 
-// compareTypes orders type URLs for notification: Cluster,
-// ClusterLoadAssignment, Listener, RouteConfiguration, the other types
-// go-control-plane knows in its order, then unknown types by URL.
-func compareTypes(a, b string) int {
+// CompareTypes orders type URLs as aggregated streams must send them:
+// Cluster, ClusterLoadAssignment, Listener, RouteConfiguration, the other
+// types go-control-plane knows in its order, then unknown types by URL.
+func CompareTypes(a, b string) int {
 	ra, rb := cachev3.GetResponseType(a), cachev3.GetResponseType(b)
 	if ra != rb {
 		return int(ra) - int(rb)

@@ -27,6 +27,9 @@ type typeView struct {
 
 	versionsOnce sync.Once
 	versions     map[string]string
+
+	// all is the SotW response body of every resource, under Version.
+	all sharedBody
 }
 
 // merge returns the next generation: v with the changed names (sorted)

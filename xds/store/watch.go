@@ -42,6 +42,10 @@ type watch struct {
 	// slots are the watch's places in the name indexes.
 	slots []slot
 
+	// set is set for the index entry of Subs, which are notified through
+	// it; every other field but the subscription and state is unused.
+	set *subSet
+
 	// Scratch space of the Apply in progress.
 	touched     bool
 	pendSet     []*entry
@@ -270,23 +274,36 @@ func (s *Store) deltaInitial(ts *typeState, typeURL string, w *watch, first bool
 	return &deltaResponse{req: w.dreq, view: view, set: set, removed: removed, base: w.returned, mu: &s.mu}
 }
 
-// notify answers the watches concerned by the changed names (sorted) of ts.
-// Called with the write lock held, right after ts changed.
-func (s *Store) notify(ts *typeState, changed []string) {
-	var touched []*watch
+// notify answers the watches concerned by the changed names (sorted) of ts,
+// gone holding the entries of those removed. Called with the write lock
+// held, right after ts changed.
+func (s *Store) notify(ts *typeState, changed []string, gone map[string]*entry) {
+	var (
+		touched []*watch
+		batch   *sotwBatch
+	)
+	visit := func(w *watch, name string, cur *entry) {
+		switch {
+		case w.set != nil:
+			if batch == nil {
+				batch = newSotwBatch(ts, changed)
+			}
+			for _, sub := range w.set.subs {
+				sub.mark(name, cur, gone[name], batch)
+			}
+		case w.state == live:
+			touched = w.consider(name, cur, touched)
+		}
+	}
 	for _, name := range changed {
 		cur := ts.entries[name]
 		if idx := ts.byName[name]; idx != nil {
 			for _, ie := range idx.entries {
-				if ie.w.state == live {
-					touched = ie.w.consider(name, cur, touched)
-				}
+				visit(ie.w, name, cur)
 			}
 		}
 		for _, ie := range ts.wildcard.entries {
-			if ie.w.state == live {
-				touched = ie.w.consider(name, cur, touched)
-			}
+			visit(ie.w, name, cur)
 		}
 	}
 	for _, w := range touched {

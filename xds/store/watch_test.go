@@ -21,7 +21,7 @@ type step struct {
 	apply  []res
 	remove []Ref
 	// do sends a request; nil sends none.
-	do func(c *sotwClient)
+	do func(c sotwDriver)
 	// want is the next response: its type and resources, in order. A nil
 	// want means no response at all.
 	want *sotwWant
@@ -36,11 +36,22 @@ func want(typeURL string, rs ...res) *sotwWant {
 	return &sotwWant{typeURL: typeURL, resources: msgs(rs...)}
 }
 
-func sub(typeURL string, names ...string) func(c *sotwClient) {
-	return func(c *sotwClient) { c.subscribe(typeURL, names) }
+// sotwDriver plays a SotW stream server over the store: sotwClient with
+// watches, as go-control-plane's server does, subClient with Subs, as the
+// xds package's does. Both must behave the same.
+type sotwDriver interface {
+	subscribe(typeURL string, names []string)
+	ack(typeURL string)
+	nack(typeURL string)
+	expect(typeURL string, want []proto.Message)
+	expectNone()
 }
-func ack(typeURL string) func(c *sotwClient)  { return func(c *sotwClient) { c.ack(typeURL) } }
-func nack(typeURL string) func(c *sotwClient) { return func(c *sotwClient) { c.nack(typeURL) } }
+
+func sub(typeURL string, names ...string) func(c sotwDriver) {
+	return func(c sotwDriver) { c.subscribe(typeURL, names) }
+}
+func ack(typeURL string) func(c sotwDriver)  { return func(c sotwDriver) { c.ack(typeURL) } }
+func nack(typeURL string) func(c sotwDriver) { return func(c sotwDriver) { c.nack(typeURL) } }
 
 func TestSotwWatches(t *testing.T) {
 	c1, c2, c3 := res{cdsType, "c1", 1}, res{cdsType, "c2", 1}, res{cdsType, "c3", 1}
@@ -192,31 +203,40 @@ func TestSotwWatches(t *testing.T) {
 			{apply: []res{o1}, want: want(otherType, o1)},
 		},
 	}}
+	drivers := []struct {
+		name string
+		new  func(*testing.T, *Store) sotwDriver
+	}{
+		{"watch", func(t *testing.T, s *Store) sotwDriver { return newSotwClient(t, s) }},
+		{"sub", func(t *testing.T, s *Store) sotwDriver { return newSubClient(t, s) }},
+	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			s := New(nil)
-			c := newSotwClient(t, s)
-			for i, st := range tt.steps {
-				var set []Item
-				for _, r := range st.apply {
-					set = append(set, r.item("src"))
+		for _, d := range drivers {
+			t.Run(d.name+"/"+tt.name, func(t *testing.T) {
+				s := New(nil)
+				c := d.new(t, s)
+				for i, st := range tt.steps {
+					var set []Item
+					for _, r := range st.apply {
+						set = append(set, r.item("src"))
+					}
+					if len(set) > 0 || len(st.remove) > 0 {
+						mustApply(t, s, set, st.remove)
+					}
+					if st.do != nil {
+						st.do(c)
+					}
+					if st.want == nil {
+						c.expectNone()
+						continue
+					}
+					c.expect(st.want.typeURL, st.want.resources)
+					if t.Failed() {
+						t.Fatalf("step %d failed", i)
+					}
 				}
-				if len(set) > 0 || len(st.remove) > 0 {
-					mustApply(t, s, set, st.remove)
-				}
-				if st.do != nil {
-					st.do(c)
-				}
-				if st.want == nil {
-					c.expectNone()
-					continue
-				}
-				c.expect(st.want.typeURL, st.want.resources)
-				if t.Failed() {
-					t.Fatalf("step %d failed", i)
-				}
-			}
-		})
+			})
+		}
 	}
 }
 

@@ -139,6 +139,8 @@ func NameCount(m any) int {
 		return len(r.GetResourceNames())
 	case *discoveryv3.DeltaDiscoveryRequest:
 		return len(r.GetResourceNamesSubscribe()) + len(r.GetResourceNamesUnsubscribe())
+	case interface{ ResourceNameCount() int }:
+		return r.ResourceNameCount()
 	}
 	return 0
 }

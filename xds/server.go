@@ -197,7 +197,7 @@ func (s *Server) Run(ctx context.Context) error {
 			return fmt.Errorf("xds: listen rest: %w", err)
 		}
 		hs = &http.Server{
-			Handler:           s.opts.Allow.HTTPMiddleware(s.restHandler(&serverv3.HTTPGateway{Server: xdsServer}), maxRESTBody),
+			Handler:           s.opts.Allow.HTTPMiddleware(s.restHandler(newRESTGateway(xdsServer)), maxRESTBody),
 			ReadHeaderTimeout: 10 * time.Second,
 			ReadTimeout:       30 * time.Second,
 			WriteTimeout:      60 * time.Second,
@@ -301,7 +301,7 @@ const maxRESTBody = 4 << 20
 // restConnKey holds a REST connection's rate limit bucket.
 type restConnKey struct{}
 
-func (s *Server) restHandler(gw *serverv3.HTTPGateway) http.Handler {
+func (s *Server) restHandler(gw *restGateway) http.Handler {
 	logger := s.opts.Logger
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost {

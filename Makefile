@@ -56,7 +56,7 @@ proto:
 		proto/source/v1/source.proto
 
 bench:
-	$(GO) run ./cmd/xdsbench --profile quick --out bench/results --publish docs/perf
+	$(GO) run ./cmd/xdsbench --profile quick --out bench/results --publish docs/perf --readme README.md
 
 bench-full:
 	$(GO) run ./cmd/xdsbench --profile full --out bench/results

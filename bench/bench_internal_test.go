@@ -143,4 +143,3 @@ func TestReadme(t *testing.T) {
 		t.Error("no error for a document without the markers")
 	}
 }
-

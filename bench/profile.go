@@ -91,9 +91,8 @@ func Quick() Profile {
 			FlapsPerSecond: 50, Duration: 10 * time.Second, ReconnectPercent: 2,
 			Rollout: 200, AddRemove: 20, RESTInterval: time.Second,
 		},
-		IPC: IPC{Clusters: 100, Endpoints: 1000, Repeats: 3},
-		// The target is 5,000 clients (the full profile); 1,000 here.
-		Fleet:   Fleet{Clusters: 1000, Endpoints: 3, Clients: 1000, Changes: 5, SkipSnapshot: true},
+		IPC:     IPC{Clusters: 100, Endpoints: 1000, Repeats: 3},
+		Fleet:   Fleet{Clusters: 1000, Endpoints: 3, Clients: 1000, Changes: 5, SkipSnapshot: true}, // the target's 5,000 in Full
 		Timeout: 30 * time.Second,
 	}
 }

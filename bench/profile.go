@@ -73,9 +73,10 @@ type Fleet struct {
 	Clusters, Endpoints, Clients int
 	Changes                      int
 	// SkipSnapshot leaves SnapshotCache out of this scenario: it resends
-	// every resource of its one snapshot to every client on each change,
-	// which at these sizes takes minutes of the run for a figure the other
-	// scenarios already show.
+	// every resource of its one snapshot to every client on each change.
+	// At 1,000 clients that took 7 to 18 s per change and 90 s in all on
+	// two cores, half again the rest of the quick profile, for what the
+	// other scenarios already show.
 	SkipSnapshot bool
 }
 

@@ -96,6 +96,7 @@ Flags:
 	scenarioList := fs.String("scenarios", strings.Join(bench.ScenarioNames(), ","), "scenarios to run, comma-separated")
 	noRateLimit := fs.Bool("no-rate-limit", false, "turn off xdsbridge's default request rate limits")
 	profileDir := fs.String("pprof", "", "write CPU and heap profiles of each scenario and system to this directory")
+	fleetSnapshot := fs.Bool("fleet-snapshot", false, "run SnapshotCache in the fleet scenario too (left out by default: minutes at 1,000 clients)")
 	inProcess := fs.Bool("in-process-clients", false, "run the clients in this process (their CPU and memory then count as the control plane's)")
 	logLevel := fs.String("log-level", "warn", "log level of the systems under test: debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
@@ -107,6 +108,9 @@ Flags:
 	profile, err := bench.ProfileByName(*profileName)
 	if err != nil {
 		return err
+	}
+	if *fleetSnapshot {
+		profile.Fleet.SkipSnapshot = false
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {

@@ -2,28 +2,17 @@ package bench_test
 
 import (
 	"bytes"
-	"os"
 	"strings"
 	"testing"
 
 	"github.com/xdsbridge/xdsbridge/bench"
-	"github.com/xdsbridge/xdsbridge/bench/fleet"
 )
 
 // TestTinyProfile runs every scenario against every system, with the
 // clients in their own process as xdsbench runs them, and checks that
 // every figure was measured for every system that can have it.
 func TestTinyProfile(t *testing.T) {
-	bin := benchBinary(t)
-	pool, err := fleet.Spawn([]string{bin, "clients"}, os.Stderr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := pool.Close(); err != nil {
-			t.Error(err)
-		}
-	}()
+	bin, pool := spawnClients(t)
 	res, err := bench.Run(t.Context(), bench.Options{
 		Profile:       bench.Tiny(),
 		PluginCommand: []string{bin, "plugin"},
@@ -68,16 +57,7 @@ func TestTinyProfile(t *testing.T) {
 // connection (the run notes it otherwise), every figure measured for every
 // system but SnapshotCache, which the profile leaves out and the run says so.
 func TestFleetScenario(t *testing.T) {
-	bin := benchBinary(t)
-	pool, err := fleet.Spawn([]string{bin, "clients"}, os.Stderr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := pool.Close(); err != nil {
-			t.Error(err)
-		}
-	}()
+	bin, pool := spawnClients(t)
 	profile := bench.Tiny()
 	profile.Fleet = bench.Fleet{Clusters: 30, Endpoints: 3, Clients: 25, Changes: 2, SkipSnapshot: true}
 	res, err := bench.Run(t.Context(), bench.Options{

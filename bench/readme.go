@@ -75,14 +75,7 @@ func (r *Results) Markdown(w io.Writer, source string) error {
 	}
 	b.WriteString("\n| target | want | measured | |\n| --- | --- | --- | --- |\n")
 	for _, t := range r.Targets {
-		verdict := "met"
-		if !t.Met {
-			verdict = "**missed**"
-		}
-		if t.Scaled {
-			verdict += " (scaled-down run)"
-		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", t.Name, t.Want, t.Measured, verdict)
+		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", t.Name, t.Want, t.Measured, t.verdict("**missed**"))
 	}
 	_, err := w.Write(b.Bytes())
 	return err

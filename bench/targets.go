@@ -84,8 +84,12 @@ func (r *runner) targets() {
 	}
 	fl := p.Fleet
 	if p99, ok := v("xdsbridge", "fleet.p99_ms"); ok {
+		measured := fmt.Sprintf("%.1f ms", p99)
+		if f, ok := v("floor", "fleet.p99_ms"); ok {
+			measured += fmt.Sprintf(" (floor %.1f ms)", f)
+		}
 		add(fmt.Sprintf("fleet, %d SotW clients on own connections: 1 of %d changed, p99 client", fl.Clients, fl.Clusters),
-			"≤ 250 ms at 5,000 clients", fmt.Sprintf("%.1f ms", p99), p99 <= 250, fl.Clients < 5000)
+			"≤ 250 ms at 5,000 clients", measured, p99 <= 250, fl.Clients < 5000)
 	}
 	if n, ok := v("xdsbridge", "nacks"); ok {
 		add("NACKs, every scenario", "0", fmt.Sprintf("%.0f", n), n == 0, false)

@@ -7,9 +7,8 @@ import (
 	"io"
 	"net/http"
 	"path"
-	"runtime"
 	"sync"
-	"weak"
+	"time"
 
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
@@ -87,18 +86,25 @@ func (g *restGateway) ServeHTTP(req *http.Request) ([]byte, int, error) {
 // The store gives every version of a resource one immutable *anypb.Any,
 // shared by every response that carries that version (and the REST cluster
 // rewrite keeps one per version too), so the cache is keyed by that
-// pointer, weakly: an entry goes when the store drops the version and the
-// Any is collected. An Any the cache has not seen is encoded once and
-// remembered.
+// pointer. It keeps two generations: what was served in the current one
+// and in the one before; an entry not served for a whole generation is
+// dropped, with the Any it holds. An Any the cache has not seen (a new
+// version) is encoded once, by whichever poll needs it first.
 //
 // protojson's compact output is stable within a binary (a comma is
 // followed by a space or not, the same everywhere), so the response is the
 // envelope protojson makes with a placeholder in place of the resources,
 // with the resources' JSON joined by the separator protojson uses.
 type restJSON struct {
-	mu      sync.Mutex
-	entries map[weak.Pointer[anypb.Any]]*jsonEntry
+	mu       sync.Mutex
+	cur, old map[*anypb.Any]*jsonEntry
+	rotated  time.Time
 }
+
+// restJSONGeneration is how long a resource's JSON is kept unserved: REST
+// clients poll every RESTRefreshDelay, so a resource any of them still
+// polls is served many times a generation.
+const restJSONGeneration = 30 * time.Second
 
 type jsonEntry struct {
 	once sync.Once
@@ -126,7 +132,7 @@ var (
 const restPlaceholder = `"resources":[{}]`
 
 func newRESTJSON() *restJSON {
-	return &restJSON{entries: map[weak.Pointer[anypb.Any]]*jsonEntry{}}
+	return &restJSON{cur: map[*anypb.Any]*jsonEntry{}, old: map[*anypb.Any]*jsonEntry{}, rotated: time.Now()}
 }
 
 // marshal returns protojson's encoding of resp.
@@ -135,15 +141,16 @@ func (j *restJSON) marshal(resp *discovery.DiscoveryResponse) ([]byte, error) {
 	if len(anys) == 0 {
 		return restMarshal.Marshal(resp)
 	}
+	entries := j.entries(anys)
 	frags := make([][]byte, len(anys))
 	size := 0
-	for i, a := range anys {
-		b, err := j.resource(a)
-		if err != nil {
-			return nil, err
+	for i, e := range entries {
+		e.once.Do(func() { e.b, e.err = restMarshal.Marshal(anys[i]) })
+		if e.err != nil {
+			return nil, e.err
 		}
-		frags[i] = b
-		size += len(b)
+		frags[i] = e.b
+		size += len(e.b)
 	}
 	env, err := restMarshal.Marshal(envelope(resp))
 	if err != nil {
@@ -182,30 +189,33 @@ func envelope(resp *discovery.DiscoveryResponse) *discovery.DiscoveryResponse {
 	return env
 }
 
-// resource returns a's JSON, encoding it the first time a is seen.
-func (j *restJSON) resource(a *anypb.Any) ([]byte, error) {
-	key := weak.Make(a)
-	j.mu.Lock()
-	e, ok := j.entries[key]
-	if !ok {
-		e = &jsonEntry{}
-		j.entries[key] = e
-		runtime.AddCleanup(a, j.forget, key)
-	}
-	j.mu.Unlock()
-	e.once.Do(func() { e.b, e.err = restMarshal.Marshal(a) })
-	return e.b, e.err
-}
-
-func (j *restJSON) forget(key weak.Pointer[anypb.Any]) {
+// entries returns the cache entries of anys, new ones for Anys not seen,
+// under one lock; the JSON is encoded outside it.
+func (j *restJSON) entries(anys []*anypb.Any) []*jsonEntry {
+	out := make([]*jsonEntry, len(anys))
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	delete(j.entries, key)
+	if now := time.Now(); now.Sub(j.rotated) >= restJSONGeneration {
+		j.old, j.cur, j.rotated = j.cur, make(map[*anypb.Any]*jsonEntry, len(j.cur)), now
+	}
+	for i, a := range anys {
+		e, ok := j.cur[a]
+		if !ok {
+			if e, ok = j.old[a]; ok {
+				delete(j.old, a)
+			} else {
+				e = &jsonEntry{}
+			}
+			j.cur[a] = e
+		}
+		out[i] = e
+	}
+	return out
 }
 
 // size is how many resources' JSON the cache holds.
 func (j *restJSON) size() int {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	return len(j.entries)
+	return len(j.cur) + len(j.old)
 }

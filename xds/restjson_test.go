@@ -7,10 +7,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"runtime"
 	"strings"
 	"testing"
-	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -115,12 +113,12 @@ func TestRESTJSONIsProtojson(t *testing.T) {
 	})
 }
 
-// TestRESTJSONForgets checks that the cache lets go of a resource's JSON
-// once nothing else holds its Any.
+// TestRESTJSONForgets checks that the cache keeps a resource's JSON while
+// it is served and drops it once it has not been for a whole generation.
 func TestRESTJSONForgets(t *testing.T) {
 	j := newRESTJSON()
-	func() {
-		st := restStore(t, 10, 2)
+	fetch := func(st *store.Store) *discovery.DiscoveryResponse {
+		t.Helper()
 		resp, err := rest.NewServer(st, nil).Fetch(t.Context(), &discovery.DiscoveryRequest{TypeUrl: resource.EndpointType})
 		if err != nil {
 			t.Fatal(err)
@@ -128,17 +126,26 @@ func TestRESTJSONForgets(t *testing.T) {
 		if _, err := j.marshal(resp); err != nil {
 			t.Fatal(err)
 		}
-		if n := j.size(); n != 10 {
-			t.Fatalf("%d entries, want 10", n)
-		}
-	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for j.size() > 0 && time.Now().Before(deadline) {
-		runtime.GC()
-		time.Sleep(10 * time.Millisecond)
+		return resp
 	}
-	if n := j.size(); n != 0 {
-		t.Fatalf("%d entries left after their resources were collected", n)
+	older := func() { j.rotated = j.rotated.Add(-restJSONGeneration) }
+	first, second := restStore(t, 10, 2), restStore(t, 4, 2)
+	fetch(first)
+	if n := j.size(); n != 10 {
+		t.Fatalf("%d entries, want 10", n)
+	}
+	older()
+	fetch(second) // a new generation: first's are kept for one more
+	if n := j.size(); n != 14 {
+		t.Fatalf("%d entries a generation on, want 14", n)
+	}
+	fetch(first) // served again: kept
+	older()
+	fetch(second) // first's, unserved for a generation, stay for one more
+	older()
+	fetch(second)
+	if n := j.size(); n != 4 {
+		t.Fatalf("%d entries after two generations without the first store's, want 4", n)
 	}
 }
 

@@ -94,7 +94,7 @@ proto:
 # The benchmark is a module of its own (bench/go.mod), so that its
 # dependencies stay out of the root module's.
 bench:
-	cd bench && $(GO) run ./cmd/xdsbench --profile quick --out results --publish ../docs/perf
+	cd bench && $(GO) run ./cmd/xdsbench --profile quick --out results --publish ../docs/perf --readme ../README.md
 
 bench-full:
 	cd bench && $(GO) run ./cmd/xdsbench --profile full --out results

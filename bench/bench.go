@@ -62,7 +62,7 @@ type Options struct {
 }
 
 // ScenarioNames are the scenarios, in the order they run.
-func ScenarioNames() []string { return []string{"fullpush", "oneofmany", "churn", "ipc"} }
+func ScenarioNames() []string { return []string{"fullpush", "oneofmany", "churn", "fleet", "ipc"} }
 
 // SystemNames are the systems, in table order: (1) to (4).
 func SystemNames() []string { return []string{"xdsbridge", "snapshot", "linear", "floor"} }
@@ -111,6 +111,7 @@ func Run(ctx context.Context, opts Options) (*Results, error) {
 		{"fullpush", r.fullPush},
 		{"oneofmany", r.oneOfMany},
 		{"churn", r.churn},
+		{"fleet", r.fleetScenario},
 	}
 	for _, sc := range scenarios {
 		if !slices.Contains(opts.Scenarios, sc.name) {

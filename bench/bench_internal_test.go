@@ -97,3 +97,49 @@ func TestReport(t *testing.T) {
 		t.Fatalf("chart is not a PNG: %v", err)
 	}
 }
+
+func TestReadme(t *testing.T) {
+	r := &Results{Profile: "quick", Systems: SystemNames()}
+	r.set("xdsbridge", "fullpush.last_ms", "full push: last client has it", "ms", 40)
+	r.set("floor", "fullpush.last_ms", "", "", 38)
+	r.set("linear", "fullpush.last_ms", "", "", 41)
+	r.set("xdsbridge", "nacks", "NACKs, all scenarios", "count", 0)
+	r.set("xdsbridge", "fleet.p99_ms", "fleet: p99 client", "ms", 300)
+	run := &runner{res: r, opts: Options{Profile: Quick()}}
+	run.targets()
+	var b bytes.Buffer
+	if err := r.Markdown(&b, "docs/perf/quick.md"); err != nil {
+		t.Fatal(err)
+	}
+	section := b.String()
+	for _, want := range []string{
+		"[docs/perf/quick.md](docs/perf/quick.md)",
+		"| figure | xdsbridge | SnapshotCache | LinearCache | floor |",
+		"| full push: last client has it | 40.00 ms |  | 41.00 ms | 38.00 ms |",
+		"| NACKs, all scenarios | 0 |",
+		"| ≤ 1.2× floor | 1.05× (40.0 vs 38.0 ms) | met |",
+		"| faster than LinearCache | 0.98× (40.0 vs 41.0 ms) | met |",
+		"| ≤ 250 ms at 5,000 clients | 300.0 ms | **missed** (scaled-down run) |",
+		"of 4 targets met",
+	} {
+		if !strings.Contains(section, want) {
+			t.Errorf("section lacks %q:\n%s", want, section)
+		}
+	}
+	doc := "# x\n\n## Performance\n\n" + ReadmeBegin + "\nold table\n" + ReadmeEnd + "\n\nafter\n"
+	out, err := SpliceReadme([]byte(doc), b.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "# x\n\n## Performance\n\n" + ReadmeBegin + "\n" + strings.TrimSpace(section) + "\n" + ReadmeEnd + "\n\nafter\n"
+	if string(out) != want {
+		t.Errorf("spliced:\n%s\nwant:\n%s", out, want)
+	}
+	again, err := SpliceReadme(out, b.Bytes())
+	if err != nil || !bytes.Equal(again, out) {
+		t.Errorf("splicing twice changed the document (%v)", err)
+	}
+	if _, err := SpliceReadme([]byte("# no markers\n"), b.Bytes()); err == nil {
+		t.Error("no error for a document without the markers")
+	}
+}

@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"go.uber.org/goleak"
+
+	"github.com/xdsbridge/xdsbridge/bench/fleet"
 )
 
 func TestMain(m *testing.M) {
@@ -56,4 +58,21 @@ func benchBinary(tb testing.TB) string {
 		tb.Fatalf("build xdsbench: %v", buildErr)
 	}
 	return binary
+}
+
+// spawnClients builds cmd/xdsbench and starts its client process, which
+// is stopped when the test ends.
+func spawnClients(t *testing.T) (bin string, pool *fleet.Remote) {
+	t.Helper()
+	bin = benchBinary(t)
+	pool, err := fleet.Spawn([]string{bin, "clients"}, os.Stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := pool.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return bin, pool
 }

@@ -42,6 +42,18 @@ type Target struct {
 	Scaled bool `json:"scaled,omitempty"`
 }
 
+// verdict is "met" or missed, marked when the run was scaled down.
+func (t Target) verdict(missed string) string {
+	v := "met"
+	if !t.Met {
+		v = missed
+	}
+	if t.Scaled {
+		v += " (scaled-down run)"
+	}
+	return v
+}
+
 // Results is everything one run measured.
 type Results struct {
 	Profile  string        `json:"profile"`
@@ -149,14 +161,7 @@ func (r *Results) Table(w io.Writer) error {
 		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "target\twant\tmeasured\t")
 		for _, t := range r.Targets {
-			verdict := "met"
-			if !t.Met {
-				verdict = "MISSED"
-			}
-			if t.Scaled {
-				verdict += " (scaled-down run)"
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%s  %s\t\n", t.Name, t.Want, t.Measured, verdict)
+			fmt.Fprintf(tw, "%s\t%s\t%s  %s\t\n", t.Name, t.Want, t.Measured, t.verdict("MISSED"))
 		}
 		if err := tw.Flush(); err != nil {
 			return err

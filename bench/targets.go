@@ -21,6 +21,9 @@ func (r *runner) targets() {
 		if f, ok := v("floor", "fullpush.last_ms"); ok {
 			add(full+" vs floor", "≤ 1.2× floor", fmt.Sprintf("%.2f× (%.1f vs %.1f ms)", a/f, a, f), a/f <= 1.2, fullScaled)
 		}
+		if l, ok := v("linear", "fullpush.last_ms"); ok {
+			add(full+" vs LinearCache", "faster than LinearCache", fmt.Sprintf("%.2f× (%.1f vs %.1f ms)", a/l, a, l), a < l, fullScaled)
+		}
 		if sn, ok := v("snapshot", "fullpush.last_ms"); ok {
 			add(full+" vs SnapshotCache", "≥ 5× faster", fmt.Sprintf("%.1f× faster (%.1f vs %.1f ms)", sn/a, a, sn), sn/a >= 5, fullScaled)
 		}
@@ -32,6 +35,14 @@ func (r *runner) targets() {
 		add(one+": last client has it", "≤ 20 ms", fmt.Sprintf("%.2f ms", a), a <= 20, oneScaled)
 		if l, ok := v("linear", "oneofmany.last_ms"); ok {
 			add(one+" vs LinearCache", "≥ 30× faster", fmt.Sprintf("%.1f× faster (%.2f vs %.1f ms)", l/a, a, l), l/a >= 30, oneScaled)
+		}
+		if f, ok := v("floor", "oneofmany.last_ms"); ok {
+			add(one+": last client vs floor", "≤ 1.2× floor", fmt.Sprintf("%.2f× (%.2f vs %.2f ms)", a/f, a, f), a/f <= 1.2, oneScaled)
+		}
+	}
+	if a, ok := v("xdsbridge", "oneofmany.cpu_ms"); ok {
+		if f, ok := v("floor", "oneofmany.cpu_ms"); ok {
+			add(one+": CPU vs floor", "≤ 1.5× floor", fmt.Sprintf("%.2f× (%.1f vs %.1f ms)", a/f, a, f), a/f <= 1.5, oneScaled)
 		}
 	}
 	if shared, ok := v("xdsbridge", "oneofmany.cpu_ms"); ok {
@@ -49,9 +60,14 @@ func (r *runner) targets() {
 				fmt.Sprintf("%.2f× (%.1f vs %.1f µs per client per push)", slope/floor, slope, floor), slope/floor <= 1.2, fullScaled)
 		}
 	}
-	for _, key := range []string{"fullpush.heap_kb", "oneofmany.heap_kb"} {
+	for _, key := range []string{"fullpush.heap_kb", "oneofmany.heap_kb", "fleet.heap_kb"} {
 		if h, ok := v("xdsbridge", key); ok {
 			add(res.figure(key, "", "").Label, "≤ 100 KB", fmt.Sprintf("%.1f KB", h), h <= 100, false)
+		}
+	}
+	for _, key := range []string{"oneofmany.rss_kb", "fleet.rss_kb"} {
+		if h, ok := v("xdsbridge", key); ok {
+			add(res.figure(key, "", "").Label, "≤ 150 KB", fmt.Sprintf("%.1f KB", h), h <= 150, false)
 		}
 	}
 
@@ -60,7 +76,20 @@ func (r *runner) targets() {
 	if p99, ok := v("xdsbridge", "churn.flap_p99_ms"); ok {
 		und, _ := v("xdsbridge", "churn.undelivered")
 		add(fmt.Sprintf("%d×%d, %d clients, %g flaps/s for %v: p99 source → client", c.Clusters, c.Endpoints, c.Clients, c.FlapsPerSecond, c.Duration),
-			"≤ 100 ms, all delivered", fmt.Sprintf("%.1f ms, %.0f undelivered", p99, und), p99 <= 100 && und == 0, churnScaled)
+			"≤ 100 ms, all delivered (REST pollers included)", fmt.Sprintf("%.1f ms, %.0f undelivered", p99, und), p99 <= 100 && und == 0, churnScaled)
+		if l, ok := v("linear", "churn.flap_p99_ms"); ok {
+			add(fmt.Sprintf("churn %d×%d, %d clients: p99 streaming client vs LinearCache", c.Clusters, c.Endpoints, c.Clients),
+				"≤ LinearCache's", fmt.Sprintf("%.2f× (%.1f vs %.1f ms)", p99/l, p99, l), p99 <= l, false)
+		}
+	}
+	fl := p.Fleet
+	if p99, ok := v("xdsbridge", "fleet.p99_ms"); ok {
+		measured := fmt.Sprintf("%.1f ms", p99)
+		if f, ok := v("floor", "fleet.p99_ms"); ok {
+			measured += fmt.Sprintf(" (floor %.1f ms)", f)
+		}
+		add(fmt.Sprintf("fleet, %d SotW clients on own connections: 1 of %d changed, p99 client", fl.Clients, fl.Clusters),
+			"≤ 250 ms at 5,000 clients", measured, p99 <= 250, fl.Clients < 5000)
 	}
 	if n, ok := v("xdsbridge", "nacks"); ok {
 		add("NACKs, every scenario", "0", fmt.Sprintf("%.0f", n), n == 0, false)

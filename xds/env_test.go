@@ -157,6 +157,11 @@ func (e *env) rest(path string, req *discovery.DiscoveryRequest) (int, *discover
 	if err := protojson.Unmarshal(body, out); err != nil {
 		e.t.Fatalf("decode REST response: %v\n%s", err, body)
 	}
+	// The body is what protojson, as go-control-plane's gateway calls it,
+	// makes of the response, byte for byte.
+	if want, err := restMarshal.Marshal(out); err != nil || !bytes.Equal(body, want) {
+		e.t.Fatalf("REST body is not protojson's encoding of its response (%v)\n got %s\nwant %s", err, body, want)
+	}
 	return resp.StatusCode, out
 }
 

@@ -217,7 +217,7 @@ func (s *Server) Run(ctx context.Context) error {
 			gl.Close()
 			return fmt.Errorf("xds: listen rest: %w", err)
 		}
-		hs = s.opts.Limits.RESTServer(s.opts.Allow.HTTPMiddleware(s.restHandler(&serverv3.HTTPGateway{Server: xdsServer}), int64(s.opts.Limits.RequestBytes)))
+		hs = s.opts.Limits.RESTServer(s.opts.Allow.HTTPMiddleware(s.restHandler(newRESTGateway(xdsServer)), int64(s.opts.Limits.RequestBytes)))
 		hs.ConnContext = func(ctx context.Context, _ net.Conn) context.Context {
 			return context.WithValue(ctx, restConnKey{}, s.limiter.forConn())
 		}
@@ -312,7 +312,7 @@ func listenerAddr(l net.Listener) string {
 // restConnKey holds a REST connection's rate limit bucket.
 type restConnKey struct{}
 
-func (s *Server) restHandler(gw *serverv3.HTTPGateway) http.Handler {
+func (s *Server) restHandler(gw *restGateway) http.Handler {
 	logger := s.opts.Logger
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost {

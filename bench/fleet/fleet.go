@@ -118,6 +118,9 @@ type Counters struct {
 	StreamErrors int64
 	Reconnects   int64
 	RESTPolls    int64
+	// Dials are the connections the clients opened: each client dials its
+	// own, as separate proxies would.
+	Dials int64
 	// Errors are the first few distinct stream errors, with their counts.
 	Errors map[string]int64
 }
@@ -145,7 +148,7 @@ type Fleet struct {
 	errMu  sync.Mutex
 	errors map[string]int64
 
-	bytesRead, responses, nacks, streamErrors, reconnects, restPolls atomic.Int64
+	bytesRead, responses, nacks, streamErrors, reconnects, restPolls, dials atomic.Int64
 }
 
 // New returns an empty fleet. Close it when done.
@@ -187,6 +190,7 @@ func (f *Fleet) dial(ctx context.Context, network, addr string) (net.Conn, error
 	if err != nil {
 		return nil, err
 	}
+	f.dials.Add(1)
 	return &countingConn{Conn: c, n: &f.bytesRead}, nil
 }
 
@@ -211,6 +215,9 @@ func (f *Fleet) Connect(target Target, kinds []Kind, clusters []workload.Ref) (i
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if err := RaiseFDLimit(len(f.clients) + len(kinds) + FDSlack); err != nil {
+		return 0, fmt.Errorf("connect: %w", err)
+	}
 	first := int32(len(f.clients))
 	for i, k := range kinds {
 		if k == REST && target.REST == "" {
@@ -409,6 +416,7 @@ func (f *Fleet) Counters() Counters {
 		StreamErrors: f.streamErrors.Load(),
 		Reconnects:   f.reconnects.Load(),
 		RESTPolls:    f.restPolls.Load(),
+		Dials:        f.dials.Load(),
 		Errors:       f.errorCounts(),
 	}
 }
@@ -491,6 +499,8 @@ func (f *Fleet) Close() {
 
 // grpcConn opens a client connection with the settings of an Envoy: large
 // flow-control windows, no message size limit that a big state would hit.
+// Every stream opens its own and closes it when it ends: no two clients
+// share a connection, as no two proxies would.
 func (f *Fleet) grpcConn(addr string) (*grpc.ClientConn, error) {
 	return grpc.NewClient("passthrough:///"+addr,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),

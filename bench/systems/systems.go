@@ -112,7 +112,9 @@ func (g *gcp) stop() {
 	g.wg.Wait()
 }
 
-// restHandler serves the REST gateway as xds.Server does.
+// restHandler serves go-control-plane's REST gateway (which encodes every
+// resource on every poll; xds.Server encodes each once per version) with
+// the HTTP handling of xds.Server.
 func restHandler(gw *serverv3.HTTPGateway) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost {

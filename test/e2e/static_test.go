@@ -222,6 +222,9 @@ func TestNACKNotResent(t *testing.T) {
 	}
 }
 
+// unspace drops the space protojson may write after a comma.
+func unspace(b []byte) string { return strings.ReplaceAll(string(b), ", ", ",") }
+
 // TestREST polls CDS and EDS over REST-JSON: 200 with a version, then 304
 // while the client is current.
 func TestREST(t *testing.T) {
@@ -244,6 +247,16 @@ func TestREST(t *testing.T) {
 		var out discovery.DiscoveryResponse
 		if err := protojson.Unmarshal(data, &out); err != nil {
 			t.Fatalf("%s: %v\n%s", path, err, data)
+		}
+		// The body is protojson's encoding of the response (proto field
+		// names, compact), byte for byte but for the space protojson puts
+		// after commas or not, a choice it makes per binary.
+		want, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(&out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if unspace(data) != unspace(want) {
+			t.Fatalf("%s: body is not protojson's encoding of its response\n got %s\nwant %s", path, data, want)
 		}
 		return resp.StatusCode, &out
 	}

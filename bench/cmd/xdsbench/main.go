@@ -2,12 +2,14 @@
 // SnapshotCache and LinearCache and against a floor, on the same workload,
 // in one process, one after the other; see package bench.
 //
-//	xdsbench [--profile quick|full] [--systems xdsbridge,snapshot,linear,floor] [--out results] [--publish ../docs/perf]   (run in bench/)
+//	xdsbench [--profile quick|full] [--systems xdsbridge,snapshot,linear,floor] [--out results] [--publish ../docs/perf] [--readme ../README.md]   (run in bench/)
 //
 // It prints a table of every figure with xdsbridge's ratio to each other
 // system and writes results.json, table.txt and chart.png to a new
 // directory under --out. With --publish it also writes the table and chart
-// there as PROFILE.md and PROFILE.png, for the README.
+// there as PROFILE.md and PROFILE.png, and with --readme it rewrites the
+// README's generated Performance table: headline figures and every target,
+// met or missed.
 package main
 
 import (
@@ -90,9 +92,11 @@ Flags:
 	systemList := fs.String("systems", strings.Join(bench.SystemNames(), ","), "systems to run, comma-separated")
 	out := fs.String("out", "results", "directory for the run's results (a new subdirectory per run)")
 	publish := fs.String("publish", "", "also write the table and chart here, as PROFILE.md and PROFILE.png")
+	readme := fs.String("readme", "", "also rewrite this file's generated section (the README's Performance table): headline figures and every target, met or missed")
 	scenarioList := fs.String("scenarios", strings.Join(bench.ScenarioNames(), ","), "scenarios to run, comma-separated")
 	noRateLimit := fs.Bool("no-rate-limit", false, "turn off xdsbridge's default request rate limits")
 	profileDir := fs.String("pprof", "", "write CPU and heap profiles of each scenario and system to this directory")
+	fleetSnapshot := fs.Bool("fleet-snapshot", false, "run SnapshotCache in the fleet scenario too (left out by default: minutes at 1,000 clients)")
 	inProcess := fs.Bool("in-process-clients", false, "run the clients in this process (their CPU and memory then count as the control plane's)")
 	logLevel := fs.String("log-level", "warn", "log level of the systems under test: debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
@@ -104,6 +108,9 @@ Flags:
 	profile, err := bench.ProfileByName(*profileName)
 	if err != nil {
 		return err
+	}
+	if *fleetSnapshot {
+		profile.Fleet.SkipSnapshot = false
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
@@ -167,6 +174,18 @@ Flags:
 		}
 		fmt.Fprintf(stderr, "published: %s\n", filepath.Join(*publish, profile.Name+".{md,png}"))
 	}
+	if *readme != "" {
+		source := ""
+		if *publish != "" {
+			if rel, rerr := filepath.Rel(filepath.Dir(*readme), filepath.Join(*publish, profile.Name+".md")); rerr == nil {
+				source = filepath.ToSlash(rel)
+			}
+		}
+		if rerr := updateReadme(*readme, res, source); rerr != nil {
+			return rerr
+		}
+		fmt.Fprintf(stderr, "updated: %s\n", *readme)
+	}
 	return err
 }
 
@@ -222,4 +241,21 @@ func publishResults(dir string, res *bench.Results, table []byte) error {
 		return err
 	}
 	return os.WriteFile(filepath.Join(dir, res.Profile+".png"), chart.Bytes(), 0o644)
+}
+
+// updateReadme rewrites the generated section of the file at path.
+func updateReadme(path string, res *bench.Results, source string) error {
+	doc, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	var section bytes.Buffer
+	if err := res.Markdown(&section, source); err != nil {
+		return err
+	}
+	out, err := bench.SpliceReadme(doc, section.Bytes())
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return os.WriteFile(path, out, 0o644)
 }

@@ -20,9 +20,9 @@ import (
 // template, the passthrough resources served beside the generated ones, and
 // a few clusters.
 type grpcInput struct {
-	Name        string           `yaml:"name"`
+	Name        string            `yaml:"name"`
 	Passthrough []grpcPassthrough `yaml:"passthrough"`
-	Clusters    []inputCluster   `yaml:"clusters"`
+	Clusters    []inputCluster    `yaml:"clusters"`
 }
 
 type grpcPassthrough struct {

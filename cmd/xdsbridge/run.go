@@ -156,6 +156,15 @@ func serve(ctx context.Context, cfg *config.Config, plugins []host.Plugin, logge
 		Allow:   sec.allow,
 	})
 	pub := &xds.Publisher{Store: st, Logger: logger.With("component", "publisher"), Clock: clock}
+	var replaced func() map[store.Ref]string
+	if g := cfg.XDS.GRPCListeners; g.Enabled {
+		name, err := config.ParseTargetName(g.Name)
+		if err != nil {
+			return fmt.Errorf("xds.grpc_listeners.name: %w", err)
+		}
+		pub.GRPC = xds.NewGRPCTargets(name, logger.With("component", "grpc-listeners"))
+		replaced = pub.GRPC.Replaced
+	}
 	names := make([]string, len(plugins))
 	for i, p := range plugins {
 		names[i] = p.Name
@@ -194,6 +203,7 @@ func serve(ctx context.Context, cfg *config.Config, plugins []host.Plugin, logge
 			Metrics:    metrics,
 			Token:      sec.token,
 			PProf:      cfg.Admin.PProf,
+			Replaced:   replaced,
 		})
 		start("admin", adm.Run)
 	}

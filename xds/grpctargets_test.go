@@ -1,0 +1,160 @@
+package xds
+
+import (
+	"bytes"
+	"log/slog"
+	"maps"
+	"slices"
+	"strings"
+	"testing"
+	"text/template"
+
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/xdsbridge/xdsbridge/aggregator"
+	"github.com/xdsbridge/xdsbridge/sdk"
+	"github.com/xdsbridge/xdsbridge/xds/store"
+	"github.com/xdsbridge/xdsbridge/xds/translate"
+)
+
+// passthroughListener is a static Listener named name, as a source sends
+// it.
+func passthroughListener(t *testing.T, name string) *aggregator.Resource {
+	t.Helper()
+	b, err := proto.Marshal(&listenerv3.Listener{Name: name, StatPrefix: "passthrough"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &aggregator.Resource{Resource: sdk.Resource{TypeURL: resource.ListenerType, Name: name, Value: b}, Sources: []string{"static"}}
+}
+
+// served describes the Listeners and RouteConfigurations in st: name, and
+// "(passthrough)" for a passthrough listener.
+func served(st *store.Store) []string {
+	var out []string
+	for _, e := range st.Entries() {
+		switch m := e.Resource.(type) {
+		case *listenerv3.Listener:
+			s := "L " + e.Name
+			if m.GetStatPrefix() == "passthrough" {
+				s += " (passthrough)"
+			}
+			out = append(out, s)
+		case *routev3.RouteConfiguration:
+			out = append(out, "R "+e.Name+" → "+m.GetVirtualHosts()[0].GetRoutes()[0].GetRoute().GetCluster())
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// TestGRPCTargets follows generated listeners and routes through a
+// Publisher: they appear and disappear with their clusters, a passthrough
+// Listener of the same name replaces the generated one (logged once, and
+// reported by Replaced) and gives it back when it goes.
+func TestGRPCTargets(t *testing.T) {
+	var logs bytes.Buffer
+	logger := slog.New(slog.NewTextHandler(&logs, nil))
+	st := store.New(logger)
+	name := template.Must(template.New("name").Parse("{{.Cluster}}.grpc"))
+	pub := &Publisher{Store: st, Logger: logger, GRPC: NewGRPCTargets(name, logger)}
+
+	retries, err := translate.ParseOverlay(map[string]any{"route": map[string]any{"retry_policy": map[string]any{"retry_on": "unavailable"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	steps := []struct {
+		name     string
+		change   aggregator.Change
+		want     []string
+		replaced map[store.Ref]string
+	}{
+		{
+			name:   "two clusters",
+			change: aggregator.Change{Clusters: []*aggregator.Cluster{{Name: "web"}, {Name: "api", Overlay: retries}}},
+			want:   []string{"L api.grpc", "L web.grpc", "R api.grpc → api", "R web.grpc → web"},
+		},
+		{
+			name:     "a passthrough listener of the same name wins",
+			change:   aggregator.Change{Resources: []*aggregator.Resource{passthroughListener(t, "web.grpc")}},
+			want:     []string{"L api.grpc", "L web.grpc (passthrough)", "R api.grpc → api", "R web.grpc → web"},
+			replaced: map[store.Ref]string{{TypeURL: resource.ListenerType, Name: "web.grpc"}: "web"},
+		},
+		{
+			name:     "the cluster changes, the passthrough listener still wins",
+			change:   aggregator.Change{Clusters: []*aggregator.Cluster{{Name: "web", Sources: []string{"s"}}}, Resources: []*aggregator.Resource{passthroughListener(t, "web.grpc")}},
+			want:     []string{"L api.grpc", "L web.grpc (passthrough)", "R api.grpc → api", "R web.grpc → web"},
+			replaced: map[store.Ref]string{{TypeURL: resource.ListenerType, Name: "web.grpc"}: "web"},
+		},
+		{
+			name:   "the passthrough listener goes: the generated one is back",
+			change: aggregator.Change{RemovedResources: []sdk.ResourceRef{{TypeURL: resource.ListenerType, Name: "web.grpc"}}},
+			want:   []string{"L api.grpc", "L web.grpc", "R api.grpc → api", "R web.grpc → web"},
+		},
+		{
+			name:   "a cluster goes",
+			change: aggregator.Change{RemovedClusters: []string{"api"}},
+			want:   []string{"L web.grpc", "R web.grpc → web"},
+		},
+		{
+			name:     "a passthrough listener for a cluster yet to come",
+			change:   aggregator.Change{Resources: []*aggregator.Resource{passthroughListener(t, "db.grpc")}},
+			want:     []string{"L db.grpc (passthrough)", "L web.grpc", "R web.grpc → web"},
+			replaced: map[store.Ref]string{},
+		},
+		{
+			name:     "it comes",
+			change:   aggregator.Change{Clusters: []*aggregator.Cluster{{Name: "db"}}},
+			want:     []string{"L db.grpc (passthrough)", "L web.grpc", "R db.grpc → db", "R web.grpc → web"},
+			replaced: map[store.Ref]string{{TypeURL: resource.ListenerType, Name: "db.grpc"}: "db"},
+		},
+		{
+			name:   "it goes, and the passthrough listener stays",
+			change: aggregator.Change{RemovedClusters: []string{"db"}},
+			want:   []string{"L db.grpc (passthrough)", "L web.grpc", "R web.grpc → web"},
+		},
+	}
+	for _, s := range steps {
+		pub.Publish(t.Context(), &s.change)
+		if got := served(st); !slices.Equal(got, s.want) {
+			t.Fatalf("%s: served %q, want %q", s.name, got, s.want)
+		}
+		if got := pub.GRPC.Replaced(); !maps.Equal(got, s.replaced) && len(got)+len(s.replaced) > 0 {
+			t.Fatalf("%s: replaced %v, want %v", s.name, got, s.replaced)
+		}
+	}
+	if n := strings.Count(logs.String(), "replaces a generated gRPC one"); n != 2 {
+		t.Errorf("collisions logged %d times, want 2 (once per collision):\n%s", n, logs.String())
+	}
+}
+
+// TestGRPCTargetsShared: clusters whose names the template makes equal
+// share a target; the first by name is served (logged once), and the next
+// takes over when it goes.
+func TestGRPCTargetsShared(t *testing.T) {
+	var logs bytes.Buffer
+	logger := slog.New(slog.NewTextHandler(&logs, nil))
+	st := store.New(logger)
+	name := template.Must(template.New("name").Parse(`{{slice .Cluster 0 1}}`))
+	pub := &Publisher{Store: st, Logger: logger, GRPC: NewGRPCTargets(name, logger)}
+
+	pub.Publish(t.Context(), &aggregator.Change{Clusters: []*aggregator.Cluster{{Name: "a-2"}, {Name: "a-1"}, {Name: "b"}}})
+	if got, want := served(st), []string{"L a", "L b", "R a → a-1", "R b → b"}; !slices.Equal(got, want) {
+		t.Fatalf("served %q, want %q", got, want)
+	}
+	pub.Publish(t.Context(), &aggregator.Change{Clusters: []*aggregator.Cluster{{Name: "a-2", Sources: []string{"s"}}}})
+	pub.Publish(t.Context(), &aggregator.Change{RemovedClusters: []string{"a-1"}})
+	if got, want := served(st), []string{"L a", "L b", "R a → a-2", "R b → b"}; !slices.Equal(got, want) {
+		t.Fatalf("after a-1 went: served %q, want %q", got, want)
+	}
+	pub.Publish(t.Context(), &aggregator.Change{RemovedClusters: []string{"a-2"}})
+	if got, want := served(st), []string{"L b", "R b → b"}; !slices.Equal(got, want) {
+		t.Fatalf("after a-2 went: served %q, want %q", got, want)
+	}
+	if n := strings.Count(logs.String(), "share a gRPC target name"); n != 1 {
+		t.Errorf("sharing logged %d times, want 1:\n%s", n, logs.String())
+	}
+}

@@ -1,14 +1,21 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/hashicorp/consul/api"
 	"github.com/miekg/dns"
 	"google.golang.org/grpc"
@@ -17,6 +24,7 @@ import (
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/xds"
+	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/xdsbridge/xdsbridge/test/consul"
 	"github.com/xdsbridge/xdsbridge/test/dnsserver"
@@ -281,4 +289,112 @@ func TestGRPCListenersDNS(t *testing.T) {
 		return status.Code(err) == codes.Unavailable
 	})
 	greeter.only(5*time.Second, "b1")
+}
+
+// TestGRPCListenersStatic: with the static plugin, a passthrough listener
+// named like a cluster's generated one is served instead of it (shown in
+// /debug/resources, logged once), the other clusters keep their generated
+// listeners, route settings come from the static file's route key, and
+// the generated resources are served over REST and delta xDS too.
+func TestGRPCListenersStatic(t *testing.T) {
+	b1, b2 := startBackend(t, "b1"), startBackend(t, "b2")
+	files := func(port1, port2 int) string {
+		return fmt.Sprintf(`clusters:
+  - name: backend
+    endpoints: [{address: 127.0.0.1, port: %d}]
+    route:
+      retry_policy: {retry_on: unavailable, num_retries: 2}
+  - name: other
+    endpoints: [{address: 127.0.0.1, port: %d}]
+resources:
+  - "@type": type.googleapis.com/envoy.config.listener.v3.Listener
+    name: other.svc
+    api_listener:
+      api_listener:
+        "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+        stat_prefix: passthrough
+        route_config:
+          virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+                - match: {prefix: ""}
+                  route: {cluster: backend}
+        http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+`, port1, port2)
+	}
+	b := &bridge{t: t, dir: t.TempDir(), grpcAddr: freePort(t), restAddr: freePort(t), adminAddr: freePort(t), log: &syncBuffer{}, done: make(chan struct{})}
+	b.write("clusters.yaml", files(b1.port, b2.port))
+	b.write("plugins.yaml", fmt.Sprintf("xds:\n  grpc_address: %s\n  rest_address: %s\n  grpc_listeners: {enabled: true, name: \"{{.Cluster}}.svc\"}\nadmin:\n  address: %s\n%s",
+		b.grpcAddr, b.restAddr, b.adminAddr, staticPlugins))
+	b.start()
+	d := newGRPCDialer(t, b)
+
+	// The template names the targets; other.svc is the passthrough
+	// listener, which routes to backend.
+	backend := d.dial("backend.svc")
+	backend.reaches(30*time.Second, "b1")
+	d.dial("other.svc").only(20*time.Second, "b1")
+
+	var res struct {
+		Resources []struct {
+			Type     string         `json:"type"`
+			Name     string         `json:"name"`
+			Replaces string         `json:"replaces"`
+			Resource map[string]any `json:"resource"`
+		} `json:"resources"`
+	}
+	b.getJSON("/debug/resources", &res)
+	got := map[string]string{}
+	for _, r := range res.Resources {
+		got[r.Type[strings.LastIndex(r.Type, ".")+1:]+" "+r.Name] = r.Replaces
+	}
+	want := map[string]string{
+		"Listener backend.svc":           "",
+		"Listener other.svc":             `the generated gRPC Listener for cluster "other"`,
+		"RouteConfiguration backend.svc": "",
+		"RouteConfiguration other.svc":   "",
+	}
+	for k, v := range want {
+		if r, ok := got[k]; !ok || r != v {
+			t.Errorf("/debug/resources: %s: present %v, replaces %q; want replaces %q", k, ok, r, v)
+		}
+	}
+	// Both clusters change: the collision is not logged again.
+	b.write("clusters.yaml", files(b2.port, b1.port))
+	backend.only(20*time.Second, "b2")
+	if n := strings.Count(b.log.String(), "replaces a generated gRPC one"); n != 1 {
+		t.Errorf("the collision was logged %d times, want once", n)
+	}
+
+	// REST serves the generated route, with the static file's settings.
+	body, _ := protojson.Marshal(&discovery.DiscoveryRequest{Node: &core.Node{Id: "rest"}, ResourceNames: []string{"backend.svc"}})
+	resp, err := http.Post("http://"+b.restAddr+"/v3/discovery:routes", "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var dr discovery.DiscoveryResponse
+	if err := protojson.Unmarshal(data, &dr); err != nil || len(dr.GetResources()) != 1 {
+		t.Fatalf("REST routes: %v, %s", err, data)
+	}
+	var rc routev3.RouteConfiguration
+	if err := dr.GetResources()[0].UnmarshalTo(&rc); err != nil {
+		t.Fatal(err)
+	}
+	if n := rc.GetVirtualHosts()[0].GetRoutes()[0].GetRoute().GetRetryPolicy().GetNumRetries().GetValue(); n != 2 {
+		t.Errorf("REST route backend.svc: num_retries %d, want 2 (from the static file)", n)
+	}
+
+	// Delta xDS serves the generated listener.
+	ds := newDelta(t, dial(t, b.grpcAddr), "delta-grpc")
+	ds.send(&discovery.DeltaDiscoveryRequest{Node: &core.Node{Id: "delta-grpc"}, TypeUrl: resource.ListenerType, ResourceNamesSubscribe: []string{"backend.svc"}})
+	r := ds.recv(10 * time.Second)
+	if len(r.GetResources()) != 1 || r.GetResources()[0].GetName() != "backend.svc" {
+		t.Fatalf("delta LDS: %v", r)
+	}
 }

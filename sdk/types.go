@@ -95,7 +95,9 @@ type Cluster struct {
 	// Overlay is a serialized envoy.config.cluster.v3.Cluster whose set fields
 	// are merged onto the generated EDS cluster (connect_timeout, lb_policy,
 	// circuit breakers, …). Name, type, eds_cluster_config and
-	// load_assignment may not be set. Nil for none.
+	// load_assignment may not be set. Nil for none. Build it with
+	// translate.ParseOverlay, which also carries the settings of the
+	// cluster's generated gRPC route (its "route" key).
 	Overlay []byte
 }
 

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -34,32 +36,42 @@ import (
 // on, for startBridgeWithXDS.
 const grpcListenersOn = "  grpc_listeners:\n    enabled: true\n"
 
+// newBridge is a bridge not yet started, with free ports.
+func newBridge(t *testing.T) *bridge {
+	return &bridge{t: t, dir: t.TempDir(), grpcAddr: freePort(t), restAddr: freePort(t), adminAddr: freePort(t), log: &syncBuffer{}, done: make(chan struct{})}
+}
+
 // startBridgeWithXDS is startBridge with xdsExtra added to the xds section
 // of plugins.yaml.
 func startBridgeWithXDS(t *testing.T, xdsExtra, plugins string) *bridge {
 	t.Helper()
-	b := &bridge{t: t, dir: t.TempDir(), grpcAddr: freePort(t), restAddr: freePort(t), adminAddr: freePort(t), log: &syncBuffer{}, done: make(chan struct{})}
+	b := newBridge(t)
 	b.write("plugins.yaml", fmt.Sprintf("xds:\n  grpc_address: %s\n  rest_address: %s\n%sadmin:\n  address: %s\n%s",
 		b.grpcAddr, b.restAddr, xdsExtra, b.adminAddr, plugins))
 	b.start()
 	return b
 }
 
-// grpcDialer dials xds:/// targets through grpc-go's own xDS client, with a
-// bootstrap naming the bridge and nothing else: no listener of its own.
+// grpcDialer dials xds:/// targets through grpc-go's own xDS client, with
+// examples/grpc/bootstrap.json aimed at the bridge: no listener of its own.
 type grpcDialer struct {
 	t   *testing.T
 	opt grpc.DialOption
 }
 
-const grpcNodeID = "grpc-listeners-client"
+// grpcNodeID is the node id in examples/grpc/bootstrap.json.
+const grpcNodeID = "grpc-client-1"
 
 func newGRPCDialer(t *testing.T, b *bridge) *grpcDialer {
 	t.Helper()
-	bootstrap := fmt.Sprintf(`{
-  "xds_servers": [{"server_uri": %q, "channel_creds": [{"type": "insecure"}], "server_features": ["xds_v3"]}],
-  "node": {"id": %q, "cluster": "e2e"}
-}`, b.grpcAddr, grpcNodeID)
+	data, err := os.ReadFile(filepath.Join("..", "..", "examples", "grpc", "bootstrap.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bootstrap := strings.Replace(string(data), `"127.0.0.1:5678"`, strconv.Quote(b.grpcAddr), 1)
+	if !strings.Contains(bootstrap, grpcNodeID) || bootstrap == string(data) {
+		t.Fatalf("examples/grpc/bootstrap.json has changed: update the test\n%s", data)
+	}
 	res, err := xds.NewXDSResolverWithConfigForTesting([]byte(bootstrap))
 	if err != nil {
 		t.Fatal(err)
@@ -160,9 +172,10 @@ func registerGRPC(t *testing.T, c *api.Client, service, id string, port int) {
 	}
 }
 
-// TestGRPCListenersConsul: with xds.grpc_listeners enabled and no static
-// file, grpc-go's own xDS client dials every service registered in a real
-// Consul agent by name; health, new services and deregistration follow.
+// TestGRPCListenersConsul: with the walk-through of examples/grpc (its
+// plugins.yaml for Consul and its bootstrap) and no static file, grpc-go's
+// own xDS client dials every service registered in a real Consul agent by
+// name; health, new services and deregistration follow.
 func TestGRPCListenersConsul(t *testing.T) {
 	agent := consul.Start(t, consul.Options{})
 	c := agent.Client()
@@ -170,19 +183,16 @@ func TestGRPCListenersConsul(t *testing.T) {
 	registerGRPC(t, c, "greeter", "greeter-1", b1.port)
 	registerGRPC(t, c, "greeter", "greeter-2", b2.port)
 
-	b := startBridgeWithXDS(t, grpcListenersOn, fmt.Sprintf(`plugins:
-  - name: consul
-    type: consul
-    config:
-      address: %s
-      wait: 2s
-      retry: {initial: 100ms, max: 500ms}
-      overlays:
-        greeter:
-          route:
-            max_stream_duration: {max_stream_duration: 30s}
-            retry_policy: {retry_on: unavailable, num_retries: 2}
-`, agent.Addr))
+	// The walk-through's plugins.yaml, on this test's addresses.
+	example, err := os.ReadFile(filepath.Join("..", "..", "examples", "grpc", "consul.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := newBridge(t)
+	cfg := strings.NewReplacer("127.0.0.1:5678", b.grpcAddr, "127.0.0.1:5679", b.restAddr,
+		"127.0.0.1:9902", b.adminAddr, "127.0.0.1:8500", agent.Addr).Replace(string(example))
+	b.write("plugins.yaml", cfg)
+	b.start()
 	d := newGRPCDialer(t, b)
 
 	greeter := d.dial("greeter")
@@ -212,8 +222,7 @@ func TestGRPCListenersConsul(t *testing.T) {
 	if err := c.Agent().ServiceDeregister("later-1"); err != nil {
 		t.Fatal(err)
 	}
-	err := later.fails(20 * time.Second)
-	t.Logf("after deregistration: %v", err)
+	t.Logf("after deregistration: %v", later.fails(20*time.Second))
 	greeter.reaches(5*time.Second, "b1", "b2")
 
 	// The overlay's route settings are on the served route.
@@ -326,7 +335,7 @@ resources:
               "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
 `, port1, port2)
 	}
-	b := &bridge{t: t, dir: t.TempDir(), grpcAddr: freePort(t), restAddr: freePort(t), adminAddr: freePort(t), log: &syncBuffer{}, done: make(chan struct{})}
+	b := newBridge(t)
 	b.write("clusters.yaml", files(b1.port, b2.port))
 	b.write("plugins.yaml", fmt.Sprintf("xds:\n  grpc_address: %s\n  rest_address: %s\n  grpc_listeners: {enabled: true, name: \"{{.Cluster}}.svc\"}\nadmin:\n  address: %s\n%s",
 		b.grpcAddr, b.restAddr, b.adminAddr, staticPlugins))

@@ -316,24 +316,7 @@ func TestGRPCListenersStatic(t *testing.T) {
   - name: other
     endpoints: [{address: 127.0.0.1, port: %d}]
 resources:
-  - "@type": type.googleapis.com/envoy.config.listener.v3.Listener
-    name: other.svc
-    api_listener:
-      api_listener:
-        "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-        stat_prefix: passthrough
-        route_config:
-          virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-                - match: {prefix: ""}
-                  route: {cluster: backend}
-        http_filters:
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-`, port1, port2)
+`, port1, port2) + apiListenerYAML("other.svc", "backend")
 	}
 	b := newBridge(t)
 	b.write("clusters.yaml", files(b1.port, b2.port))

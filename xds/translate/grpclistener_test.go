@@ -10,7 +10,6 @@ import (
 	"testing"
 	"text/template"
 
-	"github.com/google/go-cmp/cmp"
 	"gopkg.in/yaml.v3"
 
 	"github.com/xdsbridge/xdsbridge/xds/translate"
@@ -109,24 +108,7 @@ func TestGRPCGolden(t *testing.T) {
 	for _, f := range files {
 		name := strings.TrimSuffix(filepath.Base(f), ".yaml")
 		t.Run(name, func(t *testing.T) {
-			got := renderGRPC(t, loadGRPCInput(t, f))
-			path := filepath.Join("testdata", "grpc", "out", name+".json")
-			if *update {
-				if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-					t.Fatal(err)
-				}
-				if err := os.WriteFile(path, got, 0o644); err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			want, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatalf("%v (run go test -update to create it)", err)
-			}
-			if !bytes.Equal(got, want) {
-				t.Errorf("%s differs from the output (-want +got; run go test -update to accept it):\n%s", path, cmp.Diff(strings.Split(string(want), "\n"), strings.Split(string(got), "\n")))
-			}
+			checkGolden(t, filepath.Join("testdata", "grpc", "out", name+".json"), renderGRPC(t, loadGRPCInput(t, f)))
 		})
 	}
 }

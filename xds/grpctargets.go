@@ -1,6 +1,7 @@
 package xds
 
 import (
+	"bytes"
 	"log/slog"
 	"maps"
 	"slices"
@@ -84,6 +85,13 @@ func (g *GRPCTargets) update(c *aggregator.Change) (set []store.Item, remove []s
 		target, err := translate.TargetName(g.name, cl.Name)
 		if err != nil {
 			g.logger.Error("no gRPC listener for cluster", "cluster", cl.Name, "sources", cl.Sources, "err", err)
+		}
+		if old := g.clusters[cl.Name]; err == nil && old != nil && g.targets[cl.Name] == target &&
+			bytes.Equal(old.Overlay, cl.Overlay) && slices.Equal(old.Sources, cl.Sources) {
+			// Only the endpoints changed: the listener and route are as
+			// they were.
+			g.clusters[cl.Name] = cl
+			continue
 		}
 		g.forget(cl.Name, dirty)
 		if err != nil {

@@ -2,6 +2,7 @@ package xds
 
 import (
 	"bytes"
+	"fmt"
 	"log/slog"
 	"maps"
 	"slices"
@@ -156,5 +157,91 @@ func TestGRPCTargetsShared(t *testing.T) {
 	}
 	if n := strings.Count(logs.String(), "share a gRPC target name"); n != 1 {
 		t.Errorf("sharing logged %d times, want 1:\n%s", n, logs.String())
+	}
+}
+
+// TestGRPCTargetsFollowOverlay: a cluster's route follows its overlay's
+// route settings, and not its endpoints.
+func TestGRPCTargetsFollowOverlay(t *testing.T) {
+	logger := slog.New(slog.DiscardHandler)
+	st := store.New(logger)
+	pub := &Publisher{Store: st, Logger: logger, GRPC: NewGRPCTargets(template.Must(template.New("name").Parse("{{.Cluster}}")), logger)}
+	retries, err := translate.ParseOverlay(map[string]any{"route": map[string]any{"retry_policy": map[string]any{"retry_on": "unavailable", "num_retries": 4}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	numRetries := func() uint32 {
+		t.Helper()
+		e, ok := st.Lookup(resource.RouteType, "web")
+		if !ok {
+			t.Fatal("no route web")
+		}
+		return e.Resource.(*routev3.RouteConfiguration).GetVirtualHosts()[0].GetRoutes()[0].GetRoute().GetRetryPolicy().GetNumRetries().GetValue()
+	}
+	steps := []struct {
+		name string
+		c    *aggregator.Cluster
+		want uint32
+	}{
+		{"no route settings", cluster("web", 80), 0},
+		{"route settings", &aggregator.Cluster{Name: "web", Overlay: retries, Endpoints: cluster("web", 80).Endpoints}, 4},
+		{"new endpoints, same overlay", &aggregator.Cluster{Name: "web", Overlay: retries, Endpoints: cluster("web", 81).Endpoints}, 4},
+		{"no overlay", cluster("web", 81), 0},
+	}
+	for _, s := range steps {
+		pub.Publish(t.Context(), &aggregator.Change{Clusters: []*aggregator.Cluster{s.c}})
+		if got := numRetries(); got != s.want {
+			t.Errorf("%s: num_retries %d, want %d", s.name, got, s.want)
+		}
+	}
+}
+
+// BenchmarkPublishGRPCListeners is the cost of xds.grpc_listeners in a
+// Publish: "full" publishes 1,000 clusters of 10 endpoints each, "one"
+// then changes one cluster's endpoints; "off" without generated
+// listeners, "on" with them, for the ratio.
+func BenchmarkPublishGRPCListeners(b *testing.B) {
+	clusters := func(port uint32) []*aggregator.Cluster {
+		var out []*aggregator.Cluster
+		for i := range 1000 {
+			ports := make([]uint32, 10)
+			for j := range ports {
+				ports[j] = port + uint32(j)
+			}
+			out = append(out, cluster(fmt.Sprintf("cluster-%04d", i), ports...))
+		}
+		return out
+	}
+	full, moved := clusters(8000), clusters(9000)
+	logger := slog.New(slog.DiscardHandler)
+	for _, on := range []bool{false, true} {
+		mode := map[bool]string{false: "off", true: "on"}[on]
+		newPub := func() *Publisher {
+			pub := &Publisher{Store: store.New(logger), Logger: logger}
+			if on {
+				pub.GRPC = NewGRPCTargets(template.Must(template.New("name").Parse("{{.Cluster}}")), logger)
+			}
+			return pub
+		}
+		b.Run("full/"+mode, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				newPub().Publish(b.Context(), &aggregator.Change{Clusters: full})
+			}
+		})
+		b.Run("one/"+mode, func(b *testing.B) {
+			pub := newPub()
+			pub.Publish(b.Context(), &aggregator.Change{Clusters: full})
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				c := full[i%len(full)]
+				if i%2 == 0 {
+					c = moved[i%len(full)]
+				}
+				i++
+				pub.Publish(b.Context(), &aggregator.Change{Clusters: []*aggregator.Cluster{c}})
+			}
+		})
 	}
 }

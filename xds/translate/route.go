@@ -107,7 +107,9 @@ func validateRoute(ra *routev3.RouteAction) error {
 	})
 	if rp := ra.GetRetryPolicy(); rp != nil {
 		for _, s := range strings.Split(rp.GetRetryOn(), ",") {
-			if s = strings.TrimSpace(s); !slices.Contains(grpcRetryOn, s) {
+			if rp.GetRetryOn() == "" {
+				problems = append(problems, fmt.Sprintf("retry_policy.retry_on: missing: without conditions gRPC never retries (name some of %s)", strings.Join(grpcRetryOn, ", ")))
+			} else if s = strings.TrimSpace(s); !slices.Contains(grpcRetryOn, s) {
 				problems = append(problems, fmt.Sprintf("retry_policy.retry_on: %q is not a condition gRPC retries on (%s)", s, strings.Join(grpcRetryOn, ", ")))
 			}
 		}

@@ -32,6 +32,22 @@ func passthroughListener(t *testing.T, name string) *aggregator.Resource {
 	return &aggregator.Resource{Resource: sdk.Resource{TypeURL: resource.ListenerType, Name: name, Value: b}, Sources: []string{"static"}}
 }
 
+// passthroughRoute is a static RouteConfiguration named name sending
+// every call to cluster, as a source sends it.
+func passthroughRoute(t *testing.T, name, cluster string) *aggregator.Resource {
+	t.Helper()
+	b, err := proto.Marshal(&routev3.RouteConfiguration{Name: name, VirtualHosts: []*routev3.VirtualHost{{
+		Name: name, Domains: []string{"*"},
+		Routes: []*routev3.Route{{Action: &routev3.Route_Route{Route: &routev3.RouteAction{
+			ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: cluster},
+		}}}},
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &aggregator.Resource{Resource: sdk.Resource{TypeURL: resource.RouteType, Name: name, Value: b}, Sources: []string{"static"}}
+}
+
 // served describes the Listeners and RouteConfigurations in st: name, and
 // "(passthrough)" for a passthrough listener.
 func served(st *store.Store) []string {
@@ -117,6 +133,12 @@ func TestGRPCTargets(t *testing.T) {
 			change: aggregator.Change{RemovedClusters: []string{"db"}},
 			want:   []string{"L db.grpc (passthrough)", "L web.grpc", "R web.grpc → web"},
 		},
+		{
+			name:     "a passthrough route of the same name wins, the generated listener stays",
+			change:   aggregator.Change{Resources: []*aggregator.Resource{passthroughRoute(t, "web.grpc", "elsewhere")}},
+			want:     []string{"L db.grpc (passthrough)", "L web.grpc", "R web.grpc → elsewhere"},
+			replaced: map[store.Ref]string{{TypeURL: resource.RouteType, Name: "web.grpc"}: "web"},
+		},
 	}
 	for _, s := range steps {
 		pub.Publish(t.Context(), &s.change)
@@ -127,8 +149,8 @@ func TestGRPCTargets(t *testing.T) {
 			t.Fatalf("%s: replaced %v, want %v", s.name, got, s.replaced)
 		}
 	}
-	if n := strings.Count(logs.String(), "replaces a generated gRPC one"); n != 2 {
-		t.Errorf("collisions logged %d times, want 2 (once per collision):\n%s", n, logs.String())
+	if n := strings.Count(logs.String(), "replaces a generated gRPC one"); n != 3 {
+		t.Errorf("collisions logged %d times, want 3 (once per collision):\n%s", n, logs.String())
 	}
 }
 

@@ -111,7 +111,9 @@ type Cluster struct {
 	// are merged onto the generated EDS cluster (connect_timeout, lb_policy,
 	// circuit breakers, …). Name, type, eds_cluster_config and
 	// load_assignment may not be set. Nil for none. sdk/overlay builds one
-	// from configuration fields (overlay.Parse) and checks it (overlay.Validate).
+	// from configuration fields (overlay.Parse, which also carries the
+	// settings of the cluster's generated gRPC route in its "route" key) and
+	// checks it (overlay.Validate).
 	Overlay []byte
 }
 

@@ -48,6 +48,11 @@ type Options struct {
 	PProf bool
 	// Version is xdsbridge's, for the status page.
 	Version string
+	// Replaced, when set, returns the generated gRPC listeners and routes
+	// that passthrough resources of the same type and name replace, each
+	// with its cluster: /debug/resources shows them on the passthrough
+	// resource.
+	Replaced func() map[store.Ref]string
 }
 
 // Server is the admin HTTP server.
@@ -131,10 +136,13 @@ func (s *Server) clients(w http.ResponseWriter, r *http.Request) {
 
 // resource is one served resource in /debug/resources.
 type resource struct {
-	Type     string          `json:"type"`
-	Name     string          `json:"name"`
-	Version  string          `json:"version"`
-	Sources  []string        `json:"sources"`
+	Type    string   `json:"type"`
+	Name    string   `json:"name"`
+	Version string   `json:"version"`
+	Sources []string `json:"sources"`
+	// Replaces says which generated gRPC resource this passthrough one
+	// is served instead of.
+	Replaces string          `json:"replaces,omitempty"`
 	Resource json.RawMessage `json:"resource"`
 }
 
@@ -171,6 +179,10 @@ func (s *Server) resources(w http.ResponseWriter, r *http.Request) {
 		Resources []resource        `json:"resources"`
 	}{Versions: s.typeVersions(entries), Resources: make([]resource, 0, len(entries))}
 	f := resourceFilterOf(r.URL.Query())
+	var replaced map[store.Ref]string
+	if s.opts.Replaced != nil {
+		replaced = s.opts.Replaced()
+	}
 	for _, e := range entries {
 		if !f.match(e) {
 			continue
@@ -179,7 +191,11 @@ func (s *Server) resources(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			b, _ = json.Marshal(map[string]string{"error": err.Error()})
 		}
-		out.Resources = append(out.Resources, resource{Type: e.TypeURL, Name: e.Name, Version: e.Version, Sources: e.Sources, Resource: b})
+		res := resource{Type: e.TypeURL, Name: e.Name, Version: e.Version, Sources: e.Sources, Resource: b}
+		if cluster, ok := replaced[store.Ref{TypeURL: e.TypeURL, Name: e.Name}]; ok {
+			res.Replaces = fmt.Sprintf("the generated gRPC %s for cluster %q", shortType(e.TypeURL), cluster)
+		}
+		out.Resources = append(out.Resources, res)
 	}
 	writeJSON(w, out)
 }

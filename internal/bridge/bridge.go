@@ -108,6 +108,15 @@ func New(opts Options) (*Bridge, error) {
 		Allow:   sec.allow,
 	})
 	pub := &publish.Publisher{Store: st, Logger: logger.With("component", "publisher"), Clock: clock}
+	var replaced func() map[store.Ref]string
+	if g := cfg.XDS.GRPCListeners; g.Enabled {
+		name, err := config.ParseTargetName(g.Name)
+		if err != nil {
+			return nil, fmt.Errorf("xds.grpc_listeners.name: %w", err)
+		}
+		pub.GRPC = publish.NewGRPCTargets(name, logger.With("component", "grpc-listeners"))
+		replaced = pub.GRPC.Replaced
+	}
 	publishChange := pub.Publish
 	if opts.OnBuild != nil || opts.OnPublish != nil {
 		publishChange = func(ctx context.Context, c *aggregator.Change) {
@@ -160,6 +169,7 @@ func New(opts Options) (*Bridge, error) {
 			Token:      sec.token,
 			PProf:      cfg.Admin.PProf,
 			Version:    opts.Version,
+			Replaced:   replaced,
 		})
 	}
 	return b, nil

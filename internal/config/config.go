@@ -14,10 +14,12 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"text/template"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -62,6 +64,38 @@ type XDS struct {
 	Clients Clients
 	// TLS is `xds.tls`; nil serves plaintext.
 	TLS *TLS
+	// GRPCListeners is `xds.grpc_listeners`.
+	GRPCListeners GRPCListeners
+}
+
+// GRPCListeners is the `xds.grpc_listeners` block: a Listener and
+// RouteConfiguration generated for every cluster, so that a proxyless gRPC
+// client dials xds:///<name> with no hand-written listener.
+type GRPCListeners struct {
+	// Enabled generates them. Default false.
+	Enabled bool
+	// Name is the target name of a cluster, a text/template over
+	// {{.Cluster}}, checked by ParseTargetName. Default "{{.Cluster}}".
+	Name string
+}
+
+// ParseTargetName parses a gRPC target name template, executed over a
+// struct with a Cluster field. Executing it over a sample cluster name must
+// give a non-empty name, so that a misspelt field (.Clustr) is an error
+// here rather than for every cluster.
+func ParseTargetName(s string) (*template.Template, error) {
+	t, err := template.New("name").Option("missingkey=error").Parse(s)
+	if err != nil {
+		return nil, err
+	}
+	var b strings.Builder
+	if err := t.Execute(&b, struct{ Cluster string }{"web"}); err != nil {
+		return nil, fmt.Errorf("%w (the template's one field is .Cluster)", err)
+	}
+	if b.Len() == 0 {
+		return nil, errors.New("gives an empty name for cluster \"web\"")
+	}
+	return t, nil
 }
 
 // TLS is the `xds.tls` block: the gRPC and REST listeners serve TLS, and
@@ -247,6 +281,7 @@ func Default() *Config {
 				DisconnectHistory: 100,
 				RESTIdleTimeout:   5 * time.Minute,
 			},
+			GRPCListeners: GRPCListeners{Name: "{{.Cluster}}"},
 		},
 		Admin: Admin{
 			Address: "127.0.0.1:9902",

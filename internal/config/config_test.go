@@ -86,8 +86,9 @@ type view struct {
 	TLS          *TLS `json:",omitempty"`
 	AdminAddress string
 	// Shown only when set, so that the other golden files stay as they are.
-	AdminTokenFile string `json:",omitempty"`
-	AdminPProf     bool   `json:",omitempty"`
+	AdminTokenFile string         `json:",omitempty"`
+	AdminPProf     bool           `json:",omitempty"`
+	GRPCListeners  *GRPCListeners `json:",omitempty"`
 	Debounce       string
 	ReadyTimeout   string
 	Plugins        []pluginView
@@ -138,6 +139,9 @@ func render(c *Config) string {
 		TLS:          c.XDS.TLS,
 		AdminAddress: c.Admin.Address, AdminTokenFile: c.Admin.TokenFile, AdminPProf: c.Admin.PProf,
 		Debounce: c.Aggregator.Debounce.String(), ReadyTimeout: c.Aggregator.ReadyTimeout.String(),
+	}
+	if c.XDS.GRPCListeners != Default().XDS.GRPCListeners {
+		v.GRPCListeners = &c.XDS.GRPCListeners
 	}
 	for _, p := range c.Plugins {
 		if len(p.Command) > 0 {

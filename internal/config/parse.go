@@ -222,9 +222,11 @@ func (p *parser) root(n *yaml.Node, cfg *Config) {
 	p.Fields("", nil, n, []string{"xds", "admin", "aggregator", "plugins"}, func(name string, k, v *yaml.Node) {
 		switch name {
 		case "xds":
-			p.Fields("xds", k, v, []string{"grpc_address", "rest_address", "rest_cluster", "keepalive", "rate_limit", "clients", "tls"}, func(name string, k, v *yaml.Node) {
+			p.Fields("xds", k, v, []string{"grpc_address", "rest_address", "rest_cluster", "keepalive", "rate_limit", "clients", "tls", "grpc_listeners"}, func(name string, k, v *yaml.Node) {
 				path := "xds." + name
 				switch name {
+				case "grpc_listeners":
+					p.grpcListeners(path, k, v, &cfg.XDS.GRPCListeners)
 				case "tls":
 					cfg.XDS.TLS = p.tls(path, k, v)
 				case "keepalive":
@@ -520,6 +522,30 @@ func (p *parser) clients(path string, k, v *yaml.Node, c *Clients) {
 			default:
 				c.RESTIdleTimeout = d
 			}
+		}
+	})
+}
+
+// grpcListeners walks xds.grpc_listeners over the defaults in g. The name
+// template must parse and, executed over a cluster name, give a name.
+func (p *parser) grpcListeners(path string, k, v *yaml.Node, g *GRPCListeners) {
+	p.Fields(path, k, v, []string{"enabled", "name"}, func(name string, k, v *yaml.Node) {
+		kpath := path + "." + name
+		switch name {
+		case "enabled":
+			if b, ok := p.boolean(kpath, k, v); ok {
+				g.Enabled = b
+			}
+		case "name":
+			s, ok := p.Str(kpath, k, v)
+			if !ok {
+				return
+			}
+			if _, err := ParseTargetName(s); err != nil {
+				p.Errorf(k.Line, "%s: %v", kpath, err)
+				return
+			}
+			g.Name = s
 		}
 	})
 }

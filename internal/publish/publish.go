@@ -27,6 +27,9 @@ import (
 type Publisher struct {
 	Store  *store.Store
 	Logger *slog.Logger
+	// GRPC, when set, generates a gRPC listener and route for every
+	// cluster served (xds.grpc_listeners).
+	GRPC *GRPCTargets
 	// Clock, when set, learns the type versions each change publishes and
 	// when the source update behind them was received, for the push
 	// latency histogram. The server reads the same clock.
@@ -38,6 +41,8 @@ type Publisher struct {
 func (p *Publisher) Publish(_ context.Context, c *aggregator.Change) {
 	set := make([]store.Item, 0, 2*len(c.Clusters)+len(c.Resources))
 	remove := make([]store.Ref, 0, 2*len(c.RemovedClusters)+len(c.RemovedResources))
+	// served is what of c is served, for GRPC.
+	served := &aggregator.Change{RemovedClusters: c.RemovedClusters, RemovedResources: c.RemovedResources}
 	for _, cl := range c.Clusters {
 		cds, err := translate.Cluster(cl)
 		if err != nil {
@@ -48,6 +53,7 @@ func (p *Publisher) Publish(_ context.Context, c *aggregator.Change) {
 			store.Item{TypeURL: resource.ClusterType, Name: cl.Name, Resource: cds, Sources: cl.Sources},
 			store.Item{TypeURL: resource.EndpointType, Name: cl.Name, Resource: translate.LoadAssignment(cl), Sources: cl.Sources},
 		)
+		served.Clusters = append(served.Clusters, cl)
 	}
 	for _, name := range c.RemovedClusters {
 		remove = append(remove,
@@ -67,9 +73,14 @@ func (p *Publisher) Publish(_ context.Context, c *aggregator.Change) {
 			continue
 		}
 		set = append(set, store.Item{TypeURL: r.TypeURL, Name: r.Name, Resource: m, Sources: r.Sources})
+		served.Resources = append(served.Resources, r)
 	}
 	for _, r := range c.RemovedResources {
 		remove = append(remove, store.Ref{TypeURL: r.TypeURL, Name: r.Name})
+	}
+	if p.GRPC != nil {
+		s, r := p.GRPC.update(served)
+		set, remove = append(set, s...), append(remove, r...)
 	}
 	if err := p.Store.Apply(set, remove); err != nil {
 		p.Logger.Error("applying resources", "err", err)

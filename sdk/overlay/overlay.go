@@ -77,14 +77,21 @@ func Validate(overlay []byte) error {
 // Cluster: deterministic proto bytes, or nil when fields is empty or sets
 // only default values. Both field names (connect_timeout) and JSON names
 // (connectTimeout) are accepted. An Any field ("@type") may hold HTTP
-// protocol options or an upstream TLS context.
+// protocol options or an upstream TLS context. The key "route" (RouteKey)
+// holds the settings of the cluster's generated gRPC route (see
+// GRPCListener): max_stream_duration, retry_policy and hash_policy, as
+// gRPC's xDS client reads them.
 //
 // Unknown fields are errors that give the field's path
 // (circuit_breakers.thresholds[0].max_conections, with a suggestion); so
 // are the fields Cluster does not allow and anything Validate
 // rejects. Errors start with "overlay: "; the caller adds the cluster.
 func Parse(fields map[string]any) ([]byte, error) {
-	if len(fields) == 0 {
+	fields, route, err := splitRoute(fields)
+	if err != nil {
+		return nil, err
+	}
+	if len(fields) == 0 && route == nil {
 		return nil, nil
 	}
 	v, err := jsonValue(fields, "")
@@ -110,6 +117,9 @@ func Parse(fields map[string]any) ([]byte, error) {
 	ov := new(clusterv3.Cluster)
 	if err := protojson.Unmarshal(j, ov); err != nil {
 		return nil, fmt.Errorf("overlay: %s", locateError(v.(map[string]any), err))
+	}
+	if err := withRoute(ov, route); err != nil {
+		return nil, fmt.Errorf("overlay: %w", err)
 	}
 	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(ov)
 	if err != nil {
@@ -165,6 +175,9 @@ func buildCluster(name string, overlay []byte, eds *corev3.ConfigSource) (*clust
 		return true
 	})
 	proto.Merge(cl, ov)
+	if _, err := takeRoute(cl); err != nil {
+		return nil, err
+	}
 	if err := cl.ValidateAll(); err != nil {
 		return nil, fmt.Errorf("overlay makes an invalid cluster: %w", err)
 	}

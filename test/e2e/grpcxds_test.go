@@ -46,12 +46,14 @@ func grpcStatic(ports ...int) string {
 	for _, p := range ports {
 		fmt.Fprintf(&eps, "      - {address: 127.0.0.1, port: %d, locality: {region: r1, zone: z1}}\n", p)
 	}
-	return `clusters:
-  - name: backend
-    endpoints:
-` + eps.String() + `resources:
-  - "@type": type.googleapis.com/envoy.config.listener.v3.Listener
-    name: grpc-svc
+	return "clusters:\n  - name: backend\n    endpoints:\n" + eps.String() + "resources:\n" + apiListenerYAML("grpc-svc", "backend")
+}
+
+// apiListenerYAML is a static file's resources entry for an API listener
+// named name with an inline route sending every call to cluster.
+func apiListenerYAML(name, cluster string) string {
+	return fmt.Sprintf(`  - "@type": type.googleapis.com/envoy.config.listener.v3.Listener
+    name: %s
     api_listener:
       api_listener:
         "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
@@ -63,12 +65,12 @@ func grpcStatic(ports ...int) string {
               domains: ["*"]
               routes:
                 - match: {prefix: ""}
-                  route: {cluster: backend}
+                  route: {cluster: %s}
         http_filters:
           - name: envoy.filters.http.router
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-`
+`, name, cluster)
 }
 
 // TestGRPCXDSClient: grpc-go's own xDS client resolves xds:///grpc-svc

@@ -99,6 +99,8 @@ func TestGRPCClientAccepts(t *testing.T) {
 	}
 	exClusters, exResources := loadStatic(t, filepath.Join(examplesDir, "grpc", "static.yaml"))
 	listeners := append([]proto.Message{apiListener("goldens", goldenNames)}, exResources...)
+	grpcListeners, grpcRoutes, grpcTargets := goldenGRPCTargets(t)
+	listeners = append(listeners, grpcListeners...)
 	for _, c := range exClusters {
 		cl, err := translate.Cluster(c)
 		if err != nil {
@@ -125,6 +127,7 @@ func TestGRPCClientAccepts(t *testing.T) {
 		t.Helper()
 		if err := ads.set(version, map[string][]proto.Message{
 			listenerType: listeners,
+			routeType:    grpcRoutes,
 			clusterType:  clusters,
 			endpointType: endpoints,
 		}); err != nil {
@@ -134,7 +137,11 @@ func TestGRPCClientAccepts(t *testing.T) {
 	setResources("1", endpoints)
 
 	// The client: the example bootstrap, aimed at this server.
-	startGRPCClient(t, grpcBootstrapFor(t, lis.Addr().String()), "xds:///goldens", "xds:///some_service")
+	dial := []string{"xds:///goldens", "xds:///some_service"}
+	for _, name := range grpcTargets {
+		dial = append(dial, "xds:///"+name)
+	}
+	startGRPCClient(t, grpcBootstrapFor(t, lis.Addr().String()), dial...)
 
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
@@ -149,6 +156,14 @@ func TestGRPCClientAccepts(t *testing.T) {
 	for _, l := range []string{"goldens", "some_service"} {
 		if err := acks.wait(ctx, listenerType, "1", []string{l}); err != nil {
 			t.Fatal(err)
+		}
+	}
+	// The generated gRPC listeners (testdata/grpc/out) and their routes.
+	for _, name := range grpcTargets {
+		for _, typ := range []string{listenerType, routeType} {
+			if err := acks.wait(ctx, typ, "1", []string{name}); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 
@@ -288,6 +303,7 @@ func endpoint(addr string, port uint32) *endpointv3.Endpoint {
 
 const (
 	listenerType = "type.googleapis.com/envoy.config.listener.v3.Listener"
+	routeType    = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
 	clusterType  = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 	endpointType = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 )
@@ -482,4 +498,39 @@ func subset(want, have []string) bool {
 		}
 	}
 	return true
+}
+
+// goldenGRPCTargets returns the generated listeners and routes of
+// testdata/grpc/out, and the names of the targets that have both, once
+// each.
+func goldenGRPCTargets(t *testing.T) (listeners, routes []proto.Message, targets []string) {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join("testdata", "grpc", "out", "*.json"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no testdata/grpc/out/*.json (%v)", err)
+	}
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out struct{ Targets []grpcGolden }
+		if err := json.Unmarshal(data, &out); err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		for _, g := range out.Targets {
+			if g.Listener == nil || g.Route == nil || slices.Contains(targets, g.Target) {
+				continue
+			}
+			l, r := new(listenerv3.Listener), new(routev3.RouteConfiguration)
+			if err := protojson.Unmarshal(g.Listener, l); err != nil {
+				t.Fatalf("%s: %s: %v", f, g.Target, err)
+			}
+			if err := protojson.Unmarshal(g.Route, r); err != nil {
+				t.Fatalf("%s: %s: %v", f, g.Target, err)
+			}
+			listeners, routes, targets = append(listeners, l), append(routes, r), append(targets, g.Target)
+		}
+	}
+	return listeners, routes, targets
 }

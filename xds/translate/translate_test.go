@@ -204,22 +204,30 @@ func mustProtoJSON(t *testing.T, m proto.Message) json.RawMessage {
 func TestGolden(t *testing.T) {
 	for _, gc := range loadInputs(t) {
 		t.Run(gc.name, func(t *testing.T) {
-			got := render(t, gc)
-			path := filepath.Join("testdata", "out", gc.name+".json")
-			if *update {
-				if err := os.WriteFile(path, got, 0o644); err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			want, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatalf("%v (run go test -update to create it)", err)
-			}
-			if !bytes.Equal(got, want) {
-				t.Errorf("%s differs from the output (-want +got; run go test -update to accept it):\n%s", path, cmp.Diff(strings.Split(string(want), "\n"), strings.Split(string(got), "\n")))
-			}
+			checkGolden(t, filepath.Join("testdata", "out", gc.name+".json"), render(t, gc))
 		})
+	}
+}
+
+// checkGolden compares got with the golden file at path, or with -update
+// writes it there.
+func checkGolden(t *testing.T, path string, got []byte) {
+	t.Helper()
+	if *update {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test -update to create it)", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("%s differs from the output (-want +got; run go test -update to accept it):\n%s", path, cmp.Diff(strings.Split(string(want), "\n"), strings.Split(string(got), "\n")))
 	}
 }
 

@@ -10,15 +10,5 @@ for name in chromium chromium-browser; do
 	fi
 done
 
-if ! command -v apt-get >/dev/null 2>&1; then
-	echo "chromium.sh: chromium not found and apt-get unavailable; install Chromium by hand" >&2
-	exit 1
-fi
-sudo=
-if [ "$(id -u)" -ne 0 ]; then
-	sudo=sudo
-fi
-echo "installing chromium" >&2
-$sudo apt-get update >&2
-DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends chromium >&2
+bash "$(dirname "$0")/apt-install.sh" chromium chromium
 command -v chromium
